@@ -1,0 +1,1 @@
+"""API keys: hashed storage, scopes, and the request dependency."""

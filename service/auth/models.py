@@ -1,0 +1,29 @@
+"""The api_key table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.database import Base, UTCDateTime, new_id, utcnow
+
+
+class ApiKey(Base):
+    """An API key, stored as a SHA-256 hash; the key itself is shown once at creation."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        """The key's scopes."""
+        return frozenset(self.scopes.split())

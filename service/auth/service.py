@@ -1,0 +1,62 @@
+"""Creating, listing, revoking and checking API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth.models import ApiKey
+from service.database import utcnow
+
+SCOPES = ("write", "read", "delete")
+KEY_PREFIX = "isk_"
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a key. Keys are 256 random bits, so a fast hash is enough."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_api_key(
+    session: AsyncSession, *, name: str, scopes: Sequence[str] = SCOPES
+) -> tuple[ApiKey, str]:
+    """A new key: the row, and the key itself, which is never stored."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be among {', '.join(SCOPES)}")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        name=name,
+        prefix=key[: len(KEY_PREFIX) + 6],
+        key_hash=hash_key(key),
+        scopes=" ".join(s for s in SCOPES if s in scopes),
+    )
+    session.add(row)
+    await session.flush()
+    return row, key
+
+
+async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
+    """Every key, oldest first."""
+    return (await session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all()
+
+
+async def revoke_api_key(session: AsyncSession, *, key_id_or_prefix: str) -> ApiKey | None:
+    """Revoke the key with this id or display prefix; None when there is none."""
+    row = await session.scalar(
+        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
+    )
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+    return row
+
+
+async def find_active_key(session: AsyncSession, *, key: str) -> ApiKey | None:
+    """The unrevoked key matching `key`, or None."""
+    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    return row if row is not None and row.revoked_at is None else None

@@ -1,0 +1,171 @@
+"""The `interview-scorer` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from service.config import DatabaseSettings, SettingsError, load_settings
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"interview-scorer: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.logs import configure_logging
+    from service.migrate import current_revision, head_revision
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return _fail(str(exc))
+    current = asyncio.run(current_revision(settings.database_url))
+    if current != head_revision():
+        return _fail(
+            f"the database is at migration {current or 'none'}, not {head_revision()}: "
+            "run `interview-scorer migrate` first"
+        )
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    workers = args.workers or int(os.environ.get("SCORER_WORKERS", "1"))
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from service.migrate import head_revision, upgrade
+
+    url = DatabaseSettings().database_url
+    print(f"migrating to {head_revision()} ...", flush=True)
+    upgrade(url)
+    print("the database is current", flush=True)
+    return 0
+
+
+async def _api_keys(args: argparse.Namespace) -> int:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from service.auth import service as keys
+    from service.database import create_sessionmaker
+
+    engine = create_async_engine(DatabaseSettings().database_url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            if args.keys_command == "create":
+                try:
+                    row, key = await keys.create_api_key(
+                        session, name=args.name, scopes=args.scopes
+                    )
+                except ValueError as exc:
+                    return _fail(str(exc))
+                print(f"created key {row.id} ({row.name}, scopes: {row.scopes})")
+                print("the key is shown once; store it now:")
+                print(key)
+            elif args.keys_command == "list":
+                rows = await keys.list_api_keys(session)
+                print(f"{'id':36}  {'prefix':10}  {'name':20}  {'scopes':18}  status")
+                for row in rows:
+                    state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                    name = row.name[:20]
+                    print(f"{row.id:36}  {row.prefix:10}  {name:20}  {row.scopes:18}  {state}")
+            else:
+                revoked = await keys.revoke_api_key(session, key_id_or_prefix=args.key)
+                if revoked is None:
+                    return _fail(f"no key {args.key}", 1)
+                print(f"revoked key {revoked.id} ({revoked.name})")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from service.simulator import SimulatorConfig, run_simulator
+
+    run_simulator(
+        SimulatorConfig(
+            llm_latency_s=args.llm_latency,
+            analyzer_latency_s=args.analyzer_latency,
+            jitter_s=args.jitter,
+            failure_rate=args.failure_rate,
+            rate_limit_rate=args.rate_limit_rate,
+            analyzer_token=args.analyzer_token,
+        ),
+        host=args.host,
+        port=args.port,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return asyncio.run(run_demo(examples=args.examples, workdir=args.workdir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="interview-scorer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=None, help="default: $SCORER_WORKERS or 1")
+    serve.set_defaults(run=_serve)
+
+    commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
+
+    api_keys = commands.add_parser("api-keys", help="manage API keys")
+    key_commands = api_keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key (printed once)")
+    create.add_argument("name")
+    create.add_argument(
+        "--scopes",
+        nargs="+",
+        default=["write", "read", "delete"],
+        choices=["write", "read", "delete"],
+    )
+    key_commands.add_parser("list", help="list keys")
+    revoke = key_commands.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key", help="the key's id or prefix")
+    api_keys.set_defaults(run=lambda a: asyncio.run(_api_keys(a)))
+
+    simulate = commands.add_parser("simulate", help="run the simulated LLM and analyzer")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8900)
+    simulate.add_argument("--llm-latency", type=float, default=1.0, metavar="S")
+    simulate.add_argument("--analyzer-latency", type=float, default=0.5, metavar="S")
+    simulate.add_argument("--jitter", type=float, default=0.0, metavar="S")
+    simulate.add_argument("--failure-rate", type=float, default=0.0)
+    simulate.add_argument("--rate-limit-rate", type=float, default=0.0)
+    simulate.add_argument("--analyzer-token", default=None)
+    simulate.set_defaults(run=_simulate)
+
+    demo = commands.add_parser("demo", help="score the sample interviews end to end")
+    demo.add_argument("--examples", default="examples", help="folder of sample interviews")
+    demo.add_argument("--workdir", default=".demo", help="where the demo's database and mails go")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; its exit status."""
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result

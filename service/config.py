@@ -1,0 +1,146 @@
+"""Settings, read from SCORER_* environment variables and a .env file."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "SCORER_"
+SIMULATOR_BASE_URL = "http://127.0.0.1:8900"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; DESIGN.md documents them."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./scorer.db"
+    database_pool_size: int = Field(default=10, ge=1)
+    redis_url: str | None = None
+
+    llm_provider: Literal["openai", "simulated"] = "openai"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SCORER_LLM_API_KEY", "OPENAI_API_KEY")
+    )
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_concurrency: int = Field(default=256, ge=1)
+    llm_max_retries: int = Field(default=3, ge=0)
+    scoring_deadline_s: float = Field(default=120.0, gt=0)
+    scoring_samples: int = Field(default=1, ge=1, le=9)
+
+    portfolio_analyzer_url: str | None = None
+    portfolio_analyzer_token: SecretStr | None = None
+    portfolio_timeout_s: float = Field(default=10.0, gt=0)
+    portfolio_weight: float = Field(default=0.2, ge=0, le=1)
+
+    threshold_strong_hire: float = Field(default=85.0, ge=0, le=100)
+    threshold_hire: float = Field(default=65.0, ge=0, le=100)
+    threshold_no_hire: float = Field(default=40.0, ge=0, le=100)
+
+    # aiohttp in production: httpx's own pool collapses under fan-out (CONVENTIONS.md);
+    # httpx where respx must intercept.
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    http_max_connections: int = Field(default=2000, ge=1)
+
+    email_backend: Literal["file", "console", "smtp"] = "file"
+    email_dir: Path = Path("./outbox")
+    email_from: str = "Interview Scorer <no-reply@interview-scorer.local>"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+
+    cache_ttl_s: int = Field(default=86400, ge=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    # Field bounds (turns, characters, criteria, recruiters) are fixed in the request schema
+    # so that the OpenAPI document states them; only the body size is a setting.
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    review_spread: int = Field(default=1, ge=0, le=4)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_origins(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("cors_origins"), str):
+            raw = data["cors_origins"]
+            data = {**data, "cors_origins": [o.strip() for o in raw.split(",") if o.strip()]}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.llm_provider == "openai" and self.llm_api_key is None:
+            raise ValueError(
+                "SCORER_LLM_API_KEY (or OPENAI_API_KEY) is required unless "
+                "SCORER_LLM_PROVIDER=simulated"
+            )
+        if not self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "SCORER_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        if not self.threshold_no_hire <= self.threshold_hire <= self.threshold_strong_hire:
+            raise ValueError(
+                "SCORER_THRESHOLD_NO_HIRE <= SCORER_THRESHOLD_HIRE <= "
+                "SCORER_THRESHOLD_STRONG_HIRE must hold"
+            )
+        return self
+
+    @cached_property
+    def effective_llm_base_url(self) -> str:
+        """The LLM base URL, defaulting to the local simulator when simulated."""
+        if self.llm_base_url:
+            return self.llm_base_url
+        if self.llm_provider == "simulated":
+            return f"{SIMULATOR_BASE_URL}/v1"
+        return "https://api.openai.com/v1"
+
+    @property
+    def reported_model(self) -> str:
+        """The model name shown in evaluations: simulated runs say so."""
+        return "simulated" if self.llm_provider == "simulated" else self.llm_model
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is SQLite."""
+        return self.database_url.startswith("sqlite")
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message is one line naming the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"] if p != "__root__"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc:
+            raise SettingsError(f"{ENV_PREFIX}{loc[0].upper()}: {msg}") from None
+        raise SettingsError(msg) from None
+
+
+class DatabaseSettings(BaseSettings):
+    """Only the database URL: what migrations and key management need, without an LLM key."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    database_url: str = Settings.model_fields["database_url"].default

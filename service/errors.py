@@ -1,0 +1,207 @@
+"""The service's exceptions and their RFC 9457 problem+json rendering.
+
+ServiceError                      base: status, title, a stable type slug, a detail
+    AuthenticationError           401, missing, unknown or revoked API key
+    PermissionDenied              403, the key lacks the scope
+    NotFound                      404
+    Conflict                      409
+    PayloadTooLarge               413, with the bound that was exceeded
+    UnprocessableRequest          422, a request that is well-formed but cannot be processed
+    UpstreamError                 base of the LLM failures; none of them stores anything
+        LLMInvalidOutput          502, the LLM's output failed validation twice
+        LLMRejected               502, the LLM answered 4xx (a wrong key or model, say)
+        LLMUnavailable            503 with Retry-After, rate limited or 5xx past the retries
+        LLMTimeout                504, the LLM did not answer within the deadline
+
+Request validation errors become 422 problems with an `errors` list naming each field; any
+unexpected exception becomes a 500 problem that reveals nothing of the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://interview-scorer.dev/problems/"
+
+logger = logging.getLogger(__name__)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+class ServiceError(Exception):
+    """Base of every error the API reports as a problem."""
+
+    status: int = 500
+    title: str = "Internal error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem details body."""
+        body: dict[str, Any] = {
+            "type": TYPE_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        return body
+
+
+class AuthenticationError(ServiceError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PermissionDenied(ServiceError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(ServiceError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(ServiceError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class UnprocessableRequest(ServiceError):
+    status, title, slug = 422, "Unprocessable request", "unprocessable"
+
+
+class UpstreamError(ServiceError):
+    """An upstream failure that stops the evaluation; nothing is stored."""
+
+
+class LLMInvalidOutput(UpstreamError):
+    status, title, slug = 502, "LLM output invalid", "llm-invalid-output"
+
+
+class LLMRejected(UpstreamError):
+    status, title, slug = 502, "LLM rejected the request", "llm-rejected"
+
+
+class LLMUnavailable(UpstreamError):
+    status, title, slug = 503, "LLM unavailable", "llm-unavailable"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_s))})
+        self.retry_after_s = retry_after_s
+
+
+class LLMTimeout(UpstreamError):
+    status, title, slug = 504, "LLM timeout", "llm-timeout"
+
+
+def problem_response(
+    body: dict[str, Any], *, status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A problem+json response."""
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return problem_response(exc.problem(request.url.path), status=exc.status, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
+            "message": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
+        for err in exc.errors()
+    ]
+    fields = ", ".join(sorted({e["field"] for e in errors}))
+    body = {
+        "type": TYPE_BASE + "validation",
+        "title": "Validation failed",
+        "status": 422,
+        "detail": f"The request is invalid: {fields}",
+        "instance": request.url.path,
+        "errors": jsonable_encoder(errors),
+    }
+    return problem_response(body, status=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    body = {
+        "type": "about:blank",
+        "title": exc.detail if isinstance(exc.detail, str) else "HTTP error",
+        "status": exc.status_code,
+        "detail": exc.detail if isinstance(exc.detail, str) else "",
+        "instance": request.url.path,
+    }
+    return problem_response(body, status=exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # The exception type only: messages may carry request data.
+    logger.error("unhandled error", extra={"error_type": type(exc).__name__}, exc_info=False)
+    return problem_response(
+        ServiceError("An unexpected error occurred.").problem(request.url.path), status=500
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as problem+json."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses."""
+    titles = {
+        400: "Bad request",
+        401: "Missing, unknown or revoked API key",
+        403: "The API key lacks the scope",
+        404: "Not found",
+        409: "Conflict",
+        413: "Payload too large",
+        422: "Validation failed",
+        502: "LLM output invalid, or the LLM rejected the request",
+        503: "LLM unavailable (Retry-After)",
+        504: "LLM timeout",
+    }
+    return {
+        s: {
+            "description": titles.get(s, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }

@@ -1,0 +1,1 @@
+"""Evaluations: the scoring of one interview."""

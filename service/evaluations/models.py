@@ -1,0 +1,51 @@
+"""The evaluation table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.database import Base, UTCDateTime, new_id, utcnow
+
+
+class Evaluation(Base):
+    """One scored interview, with what it was scored from and how (provenance)."""
+
+    __tablename__ = "evaluation"
+    __table_args__ = (
+        Index("ix_evaluation_created_at_id", "created_at", "id"),
+        Index("ix_evaluation_candidate_email", "candidate_email"),
+        Index("ix_evaluation_position_title", "position_title"),
+        Index("ix_evaluation_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    status: Mapped[str] = mapped_column(String(16))
+    api_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_key.id", ondelete="SET NULL"), default=None
+    )
+    candidate_name: Mapped[str] = mapped_column(String(200))
+    candidate_email: Mapped[str] = mapped_column(String(320))
+    candidate_external_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    position_title: Mapped[str] = mapped_column(String(200))
+    position_level: Mapped[str | None] = mapped_column(String(100), default=None)
+    # The whole request as received, so that a score can be explained and re-scored later.
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # criteria, summary, portfolio, usage and timings as shown to the client.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    overall_score: Mapped[float | None] = mapped_column(Float, default=None)
+    recommendation: Mapped[str | None] = mapped_column(String(32), default=None)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    prompt_version: Mapped[str | None] = mapped_column(String(32), default=None)
+    rubric_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Raw LLM outputs, token usage and system fingerprint of every attempt.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

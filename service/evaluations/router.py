@@ -1,0 +1,84 @@
+"""The /v1/evaluations endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
+from service.database import SessionDep
+from service.dependencies import ScorerDep, SettingsDep
+from service.errors import problem_responses
+from service.evaluations import service as evaluation_service
+from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
+
+router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
+
+EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's id")]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(401, 403, 413, 422, 502, 503, 504),
+    summary="Score an interview",
+)
+async def create_evaluation(
+    payload: EvaluationCreate,
+    session: SessionDep,
+    api_key: WriteKey,
+    scorer: ScorerDep,
+    settings: SettingsDep,
+    response: Response,
+) -> EvaluationRead:
+    """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it."""
+    evaluation = await evaluation_service.create_evaluation(
+        session, payload=payload, api_key=api_key, scorer=scorer, settings=settings
+    )
+    response.headers["Location"] = f"{router.prefix}/{evaluation.id}"
+    return evaluation
+
+
+@router.get(
+    "/{evaluation_id}", responses=problem_responses(401, 403, 404), summary="One evaluation"
+)
+async def read_evaluation(
+    evaluation_id: EvaluationId, session: SessionDep, _key: ReadKey
+) -> EvaluationRead:
+    """One evaluation; also the way to poll an asynchronous one."""
+    return await evaluation_service.read_evaluation(session, evaluation_id=evaluation_id)
+
+
+@router.get("", responses=problem_responses(401, 403, 422), summary="List evaluations")
+async def list_evaluations(
+    session: SessionDep,
+    _key: ReadKey,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    candidate_email: Annotated[str | None, Query(max_length=320)] = None,
+    position: Annotated[str | None, Query(max_length=200, description="exact title")] = None,
+    status: Status | None = None,
+) -> EvaluationPage:
+    """Evaluations, newest first, a page at a time."""
+    return await evaluation_service.list_evaluations(
+        session,
+        limit=limit,
+        cursor=cursor,
+        candidate_email=candidate_email,
+        position=position,
+        status=status,
+    )
+
+
+@router.delete(
+    "/{evaluation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404),
+    summary="Erase an evaluation",
+)
+async def delete_evaluation(
+    evaluation_id: EvaluationId, session: SessionDep, _key: DeleteKey
+) -> None:
+    """Erase an evaluation and everything derived from it."""
+    await evaluation_service.delete_evaluation(session, evaluation_id=evaluation_id)

@@ -1,0 +1,244 @@
+"""Request and response bodies of the evaluation endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    field_validator,
+)
+
+MAX_TRANSCRIPT_TURNS = 100
+MAX_QUESTION_CHARS = 2_000
+MAX_ANSWER_CHARS = 10_000
+MAX_CRITERIA = 20
+MAX_RECRUITERS = 10
+MAX_SCORE = 5
+
+Status = Literal["pending", "completed", "failed"]
+Recommendation = Literal[
+    "strong_hire", "hire", "no_hire", "strong_no_hire", "insufficient_evidence"
+]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Candidate(_Strict):
+    """Who was interviewed; used for storage and emails only, never sent to the LLM."""
+
+    name: ShortText
+    email: EmailStr
+    external_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class PositionIn(_Strict):
+    """The position the candidate interviewed for."""
+
+    title: ShortText
+    level: Annotated[str, StringConstraints(max_length=100)] | None = None
+    description: Annotated[str, StringConstraints(max_length=4_000)] | None = None
+
+
+class Criterion(_Strict):
+    """One rubric criterion."""
+
+    key: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    description: Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
+    weight: float = Field(default=1.0, gt=0, le=100)
+
+
+class Rubric(_Strict):
+    """What the answers are scored against."""
+
+    criteria: list[Criterion] = Field(min_length=1, max_length=MAX_CRITERIA)
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique_keys(cls, criteria: list[Criterion]) -> list[Criterion]:
+        keys = [c.key for c in criteria]
+        if len(set(keys)) != len(keys):
+            raise ValueError("criterion keys must be unique")
+        return criteria
+
+
+DEFAULT_RUBRIC = Rubric(
+    criteria=[
+        Criterion(
+            key="technical_depth",
+            description="Understands the technologies discussed and their trade-offs",
+            weight=2,
+        ),
+        Criterion(
+            key="problem_solving",
+            description="Breaks problems down and reasons towards workable solutions",
+            weight=2,
+        ),
+        Criterion(key="communication", description="Explains clearly and concisely", weight=1),
+    ]
+)
+
+
+class Turn(_Strict):
+    """One question and the candidate's answer."""
+
+    question: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS)]
+    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS)]
+
+
+class PortfolioIn(_Strict):
+    """A link to the candidate's work."""
+
+    url: HttpUrl = Field(max_length=2048)
+
+
+class Notify(_Strict):
+    """Who gets follow-up emails."""
+
+    candidate: bool = True
+    recruiters: list[EmailStr] = Field(default_factory=list, max_length=MAX_RECRUITERS)
+
+
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "candidate": {"name": "Jane Doe", "email": "jane@example.com", "external_id": "ats-4411"},
+    "position": {
+        "title": "Backend Engineer",
+        "level": "senior",
+        "description": "Python, async, PostgreSQL",
+    },
+    "rubric": {
+        "criteria": [
+            {
+                "key": "technical_depth",
+                "description": "Understands async I/O and its trade-offs",
+                "weight": 2,
+            },
+            {"key": "communication", "description": "Explains clearly and concisely", "weight": 1},
+        ]
+    },
+    "transcript": [
+        {
+            "question": "When would you not use asyncio?",
+            "answer": "For CPU-bound work the event loop gives nothing; I would use processes.",
+        }
+    ],
+    "portfolio": {"url": "https://github.com/janedoe"},
+    "notify": {"candidate": True, "recruiters": ["lead@example.com"]},
+    "language": "en",
+}
+
+
+class EvaluationCreate(_Strict):
+    """An interview to score."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    candidate: Candidate
+    position: PositionIn
+    rubric: Rubric | None = None
+    transcript: list[Turn] = Field(min_length=1, max_length=MAX_TRANSCRIPT_TURNS)
+    portfolio: PortfolioIn | None = None
+    notify: Notify | None = None
+    language: Literal["en", "ko"] = "en"
+
+    @property
+    def effective_rubric(self) -> Rubric:
+        """The request's rubric, or the default one."""
+        return self.rubric or DEFAULT_RUBRIC
+
+
+class Evidence(BaseModel):
+    """A quote the LLM cited, and whether it is really in the transcript."""
+
+    quote: str
+    verified: bool
+
+
+class CriterionResult(BaseModel):
+    """The score of one criterion."""
+
+    key: str
+    score: int | float | None = Field(
+        description="1 to 5 (a median when several samples); null when abstaining"
+    )
+    max_score: int = MAX_SCORE
+    weight: float
+    rationale: str
+    evidence: list[Evidence]
+    insufficient_evidence: bool = False
+    spread: int = Field(0, description="max minus min score across samples")
+
+
+class PortfolioResult(BaseModel):
+    """What the portfolio analyzer said, or why there is nothing."""
+
+    status: Literal["ok", "unavailable", "rejected", "skipped"]
+    score: int | None = None
+    summary: str | None = None
+    strengths: list[str] = Field(default_factory=list)
+    risks: list[str] = Field(default_factory=list)
+    detail: str | None = None
+
+
+class PositionRead(BaseModel):
+    """The position as shown on an evaluation."""
+
+    title: str
+    level: str | None = None
+
+
+class Usage(BaseModel):
+    """LLM tokens used, summed over every attempt."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class NotificationRead(BaseModel):
+    """A follow-up email and its delivery status."""
+
+    to: str
+    kind: str
+    status: str
+
+
+class EvaluationRead(BaseModel):
+    """A scored interview."""
+
+    id: str
+    status: Status
+    candidate: Candidate
+    position: PositionRead
+    overall_score: float | None = None
+    recommendation: Recommendation | None = None
+    criteria: list[CriterionResult] = Field(default_factory=list)
+    summary: str | None = None
+    portfolio: PortfolioResult | None = None
+    partial: bool = False
+    needs_review: bool = False
+    review: dict[str, object] | None = None
+    model: str | None = None
+    prompt_version: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cached: bool = False
+    notifications: list[NotificationRead] = Field(default_factory=list)
+    timings_ms: dict[str, int] = Field(default_factory=dict)
+    error: dict[str, object] | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class EvaluationPage(BaseModel):
+    """A page of evaluations, newest first."""
+
+    items: list[EvaluationRead]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")

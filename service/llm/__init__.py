@@ -1,0 +1,1 @@
+"""The LLM: prompts and the structured-output client."""

@@ -1,0 +1,99 @@
+"""The application factory; the lifespan builds and closes every client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import text
+
+from service import __version__
+from service.config import Settings, load_settings
+from service.database import create_engine, create_sessionmaker
+from service.errors import Problem, install_error_handlers, problem_response
+from service.evaluations.router import router as evaluations_router
+from service.evaluations.scorer import Scorer
+from service.http import BodySizeLimit, build_http_client
+from service.llm.client import LLMClient
+from service.portfolio.client import PortfolioAnalyzer
+
+DESCRIPTION = """\
+Scores job interviews with an LLM and a portfolio analyzer, concurrently.
+
+Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`; keys are made with
+`interview-scorer api-keys create`. Every error is an RFC 9457 problem (`application/problem+json`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI application for `settings` (read from the environment when omitted)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        http_client = build_http_client(settings)
+        llm = LLMClient(settings=settings, http_client=http_client)
+        analyzer = PortfolioAnalyzer(settings=settings, http_client=http_client)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.http_client = http_client
+        app.state.scorer = Scorer(settings=settings, llm=llm, analyzer=analyzer)
+        try:
+            yield
+        finally:
+            await http_client.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Interview Scorer",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(evaluations_router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness", response_model=None)
+    async def readyz() -> Any:
+        """The database answers."""
+        try:
+            async with app.state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:
+            body = {
+                "type": "about:blank",
+                "title": "Not ready",
+                "status": 503,
+                "detail": "database unreachable",
+                "checks": {"database": "down"},
+            }
+            return problem_response(body, status=503)
+        return {"status": "ok", "checks": {"database": "ok"}}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = Problem.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,7 @@
+"""Every table, imported in one place for Alembic's autogenerate and the app."""
+
+from service.auth.models import ApiKey
+from service.database import Base
+from service.evaluations.models import Evaluation
+
+__all__ = ["ApiKey", "Base", "Evaluation"]

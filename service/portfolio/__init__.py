@@ -1,0 +1,1 @@
+"""The portfolio analyzer: a third-party service, slow and sometimes down."""

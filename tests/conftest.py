@@ -1,0 +1,194 @@
+"""Shared fixtures: a migrated database, the app with its lifespan, keys, and upstream mocks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+
+from service.auth.service import create_api_key
+from service.config import Settings
+from service.main import create_app
+from service.migrate import upgrade
+
+LLM_BASE_URL = "https://llm.test/v1"
+ANALYZER_URL = "https://analyzer.test"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """An empty SQLite database with the migrations applied."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Per-test setting changes; override this fixture in a module to change them."""
+    return {}
+
+
+@pytest.fixture
+def settings(database_url: str, settings_overrides: dict[str, Any], tmp_path: Path) -> Settings:
+    """Settings for a test: the real code paths, upstreams on unreachable test hosts."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "llm_provider": "openai",
+        "llm_api_key": "sk-test",
+        "llm_base_url": LLM_BASE_URL,
+        "llm_model": "gpt-test",
+        "portfolio_analyzer_url": ANALYZER_URL,
+        "portfolio_analyzer_token": "analyzer-token",
+        "http_transport": "httpx",
+        "email_dir": tmp_path / "mail",
+        "scoring_deadline_s": 30,
+        "llm_timeout_s": 10,
+        "portfolio_timeout_s": 5,
+    }
+    values.update(settings_overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The application with its lifespan running."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as c:
+        yield c
+
+
+KeyMaker = Callable[..., Any]
+
+
+@pytest.fixture
+def make_key(app: FastAPI) -> KeyMaker:
+    """Creates an API key with the given scopes and returns the auth headers for it."""
+
+    async def make(*scopes: str, name: str = "test") -> dict[str, str]:
+        async with app.state.sessionmaker() as session, session.begin():
+            _, key = await create_api_key(
+                session, name=name, scopes=scopes or ("write", "read", "delete")
+            )
+        return {"Authorization": f"Bearer {key}"}
+
+    return make
+
+
+@pytest.fixture
+async def auth(make_key: KeyMaker) -> dict[str, str]:
+    """Headers of a key with every scope."""
+    headers: dict[str, str] = await make_key()
+    return headers
+
+
+@pytest.fixture
+def upstream() -> Iterator[respx.MockRouter]:
+    """respx intercepting every outgoing request; unmocked hosts fail the test."""
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        yield router
+
+
+def completion(
+    content: dict[str, Any] | str, *, prompt_tokens: int = 100, completion_tokens: int = 50
+) -> httpx.Response:
+    """An OpenAI chat completion response carrying `content`."""
+    text = content if isinstance(content, str) else json.dumps(content)
+    return httpx.Response(
+        200,
+        json={
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "gpt-test-2026",
+            "system_fingerprint": "fp_test",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        },
+    )
+
+
+def scores_content(
+    scores: dict[str, int | None], *, quote: str = "For CPU-bound work the event loop gives nothing"
+) -> dict[str, Any]:
+    """A valid scoring answer with these scores (None abstains)."""
+    return {
+        "criteria": {
+            key: {
+                "reasoning": f"reasoning for {key}",
+                "evidence": [] if score is None else [{"quote": quote}],
+                "insufficient_evidence": score is None,
+                "score": score,
+            }
+            for key, score in scores.items()
+        },
+        "summary": "A solid candidate.",
+    }
+
+
+def analysis(score: int = 80) -> httpx.Response:
+    """A valid analyzer answer."""
+    return httpx.Response(
+        200,
+        json={
+            "score": score,
+            "summary": "Well-structured repositories.",
+            "strengths": ["tests"],
+            "risks": ["few docs"],
+            "languages": ["Python"],
+        },
+    )
+
+
+def interview(**changes: Any) -> dict[str, Any]:
+    """A valid request body (the example of DESIGN.md), with top-level changes."""
+    body: dict[str, Any] = {
+        "candidate": {"name": "Jane Doe", "email": "jane@example.com", "external_id": "ats-4411"},
+        "position": {
+            "title": "Backend Engineer",
+            "level": "senior",
+            "description": "Python, async",
+        },
+        "rubric": {
+            "criteria": [
+                {"key": "technical_depth", "description": "Understands async I/O", "weight": 2},
+                {"key": "communication", "description": "Explains clearly", "weight": 1},
+            ]
+        },
+        "transcript": [
+            {
+                "question": "When would you not use asyncio?",
+                "answer": "For CPU-bound work the event loop gives nothing; I would use processes.",
+            }
+        ],
+        "portfolio": {"url": "https://github.com/janedoe"},
+        "notify": {"candidate": True, "recruiters": ["lead@example.com"]},
+        "language": "en",
+    }
+    body.update(changes)
+    return body
