@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,13 @@ def interview(**changes: Any) -> dict[str, Any]:
     }
     body.update(changes)
     return body
+
+
+def server_unavailable(reason: str) -> None:
+    """Skip a test whose server cannot be started here; in CI, fail it instead.
+
+    CI sets SCORER_TEST_REQUIRE_SERVERS=1 after installing the servers, so a test that needs
+    one is never silently skipped there."""
+    if os.environ.get("SCORER_TEST_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"required server unavailable: {reason}")
+    pytest.skip(reason)
