@@ -1,0 +1,120 @@
+"""Reading, listing (cursor pagination and filters) and erasing evaluations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+
+from tests.conftest import (
+    ANALYZER_URL,
+    LLM_BASE_URL,
+    analysis,
+    completion,
+    interview,
+    scores_content,
+)
+from tests.evaluations.test_create import stored_count
+
+
+@pytest.fixture(autouse=True)
+def upstreams_ok(upstream: respx.MockRouter) -> None:
+    upstream.post(f"{LLM_BASE_URL}/chat/completions").mock(
+        return_value=completion(scores_content({"technical_depth": 4, "communication": 3}))
+    )
+    upstream.post(f"{ANALYZER_URL}/analyze").mock(return_value=analysis())
+
+
+async def score(client: httpx.AsyncClient, auth: dict[str, str], **changes: Any) -> dict[str, Any]:
+    response = await client.post("/v1/evaluations", json=interview(**changes), headers=auth)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_unknown_evaluation_is_404_problem(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    response = await client.get("/v1/evaluations/does-not-exist", headers=auth)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "No evaluation does-not-exist."
+
+
+async def test_list_pages_through_everything_newest_first(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    created = [(await score(client, auth))["id"] for _ in range(5)]
+
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/evaluations", params=params, headers=auth)).json()
+        pages += 1
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    assert pages == 3
+    assert seen == list(reversed(created))
+
+
+async def test_list_filters(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    jane = await score(client, auth)
+    bob = await score(
+        client,
+        auth,
+        candidate={"name": "Bob", "email": "Bob@Example.com"},
+        position={"title": "Data Engineer"},
+    )
+
+    async def ids(**params: Any) -> list[str]:
+        response = await client.get("/v1/evaluations", params=params, headers=auth)
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    assert await ids(candidate_email="bob@example.com") == [bob["id"]]
+    assert await ids(position="Backend Engineer") == [jane["id"]]
+    assert await ids(status="completed") == [bob["id"], jane["id"]]
+    assert await ids(status="failed") == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"cursor": "garbage!"}, {"limit": 0}, {"limit": 101}, {"status": "weird"}],
+    ids=["bad-cursor", "limit-0", "limit-101", "bad-status"],
+)
+async def test_bad_list_parameters_are_422(
+    client: httpx.AsyncClient, auth: dict[str, str], params: dict[str, Any]
+) -> None:
+    response = await client.get("/v1/evaluations", params=params, headers=auth)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_delete_erases_the_evaluation(
+    client: httpx.AsyncClient, auth: dict[str, str], app: FastAPI
+) -> None:
+    kept = await score(client, auth)
+    erased = await score(client, auth)
+
+    response = await client.delete(f"/v1/evaluations/{erased['id']}", headers=auth)
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert (await client.get(f"/v1/evaluations/{erased['id']}", headers=auth)).status_code == 404
+    listed = (await client.get("/v1/evaluations", headers=auth)).json()["items"]
+    assert [item["id"] for item in listed] == [kept["id"]]
+    assert await stored_count(app) == 1
+    again = await client.delete(f"/v1/evaluations/{erased['id']}", headers=auth)
+    assert again.status_code == 404
