@@ -197,11 +197,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         502: "LLM output invalid, or the LLM rejected the request",
         503: "LLM unavailable (Retry-After)",
         504: "LLM timeout",
+        500: "Unexpected error",
     }
     return {
         s: {
             "description": titles.get(s, "Error"),
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for s in statuses
+        for s in (*statuses, 500)
     }

@@ -211,8 +211,57 @@ class NotificationRead(BaseModel):
     status: str
 
 
+EXAMPLE_EVALUATION: dict[str, Any] = {
+    "id": "7f0c2a5e-9d0b-4a7e-8f55-0c1d2e3f4a5b",
+    "status": "completed",
+    "candidate": {"name": "Jane Doe", "email": "jane@example.com", "external_id": "ats-4411"},
+    "position": {"title": "Backend Engineer", "level": "senior"},
+    "overall_score": 69.7,
+    "recommendation": "hire",
+    "criteria": [
+        {
+            "key": "technical_depth",
+            "score": 4,
+            "max_score": 5,
+            "weight": 2,
+            "rationale": "Knows when asyncio does not help and what to use instead.",
+            "evidence": [
+                {"quote": "For CPU-bound work the event loop gives nothing", "verified": True}
+            ],
+            "insufficient_evidence": False,
+            "spread": 0,
+        }
+    ],
+    "summary": "Solid async fundamentals; brief answers.",
+    "portfolio": {
+        "status": "ok",
+        "score": 82,
+        "summary": "Well-tested repositories.",
+        "strengths": ["tests"],
+        "risks": ["little documentation"],
+        "detail": None,
+    },
+    "partial": False,
+    "needs_review": False,
+    "review": None,
+    "model": "gpt-4o-mini",
+    "prompt_version": "2026-11-01",
+    "usage": {"prompt_tokens": 1234, "completion_tokens": 321},
+    "cached": False,
+    "notifications": [
+        {"to": "jane@example.com", "kind": "candidate_follow_up", "status": "queued"}
+    ],
+    "timings_ms": {"llm": 2010, "portfolio": 1003, "total": 2016},
+    "error": None,
+    "created_at": "2026-11-23T10:00:00Z",
+    "completed_at": "2026-11-23T10:00:02Z",
+}
+
+
 class EvaluationRead(BaseModel):
     """A scored interview."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_EVALUATION]})
 
     id: str
     status: Status
