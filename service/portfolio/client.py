@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -25,6 +26,7 @@ class PortfolioAnalyzer:
         )
         token = settings.portfolio_analyzer_token
         self._headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+        self._timeout_s = settings.portfolio_timeout_s
         self._timeout = httpx.Timeout(settings.portfolio_timeout_s)
         self._http = http_client
 
@@ -33,13 +35,16 @@ class PortfolioAnalyzer:
         if self._url is None:
             return PortfolioResult(status="skipped", detail="no portfolio analyzer is configured")
         try:
-            response = await self._http.post(
-                self._url,
-                json={"url": url, "position_title": position_title},
-                headers=self._headers,
-                timeout=self._timeout,
-            )
-        except httpx.TimeoutException:
+            # httpx's timeouts bound each read; this bounds the whole call, so an analyzer
+            # that trickles bytes cannot hold the evaluation past its timeout either.
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http.post(
+                    self._url,
+                    json={"url": url, "position_title": position_title},
+                    headers=self._headers,
+                    timeout=self._timeout,
+                )
+        except (TimeoutError, httpx.TimeoutException):
             return _unavailable("the analyzer did not answer in time")
         except httpx.HTTPError as exc:
             return _unavailable(f"the analyzer could not be reached ({type(exc).__name__})")

@@ -227,14 +227,13 @@ async def test_analyzer_failure_gives_a_partial_evaluation(
     assert await stored_count(app) == 1
 
 
+@pytest.mark.parametrize("settings_overrides", [{"portfolio_timeout_s": 0.1}])
 async def test_analyzer_slower_than_its_timeout_gives_a_partial_evaluation(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
-    app.state.scorer._analyzer._timeout = httpx.Timeout(0.05)
-
     async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.1)
-        raise httpx.ReadTimeout("slow", request=request)
+        await asyncio.sleep(5)
+        return analysis()
 
     upstream.post(CHAT).mock(
         return_value=completion(scores_content({"technical_depth": 4, "communication": 4}))
