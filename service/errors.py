@@ -7,6 +7,7 @@ ServiceError                      base: status, title, a stable type slug, a det
     Conflict                      409
     PayloadTooLarge               413, with the bound that was exceeded
     UnprocessableRequest          422, a request that is well-formed but cannot be processed
+        TranscriptUnscorable      422, the transcript is too short or garbled to score
     UpstreamError                 base of the LLM failures; none of them stores anything
         LLMInvalidOutput          502, the LLM's output failed validation twice
         LLMRejected               502, the LLM answered 4xx (a wrong key or model, say)
@@ -96,6 +97,22 @@ class PayloadTooLarge(ServiceError):
 
 class UnprocessableRequest(ServiceError):
     status, title, slug = 422, "Unprocessable request", "unprocessable"
+
+
+class TranscriptUnscorable(UnprocessableRequest):
+    """The transcript gives nothing to score; raised before any LLM call."""
+
+    title, slug = "Transcript cannot be scored", "transcript-unscorable"
+
+    def __init__(self, detail: str, *, rule: str) -> None:
+        super().__init__(detail)
+        self.rule = rule
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem details body, naming the failed rule."""
+        body = super().problem(instance)
+        body["errors"] = [{"field": "transcript", "message": self.detail, "type": self.rule}]
+        return body
 
 
 class UpstreamError(ServiceError):
@@ -193,7 +210,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found",
         409: "Conflict",
         413: "Payload too large",
-        422: "Validation failed",
+        422: "Validation failed, or the transcript cannot be scored",
         502: "LLM output invalid, or the LLM rejected the request",
         503: "LLM unavailable (Retry-After)",
         504: "LLM timeout",

@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.config import Settings
-from service.errors import ServiceError
+from service.errors import ServiceError, TranscriptUnscorable
+from service.evaluations.quality import assess
 from service.evaluations.schemas import (
     CriterionResult,
     EvaluationCreate,
@@ -46,6 +47,13 @@ def rubric_hash(payload: EvaluationCreate) -> str:
     return hashlib.sha256(json.dumps(rubric, sort_keys=True).encode()).hexdigest()
 
 
+def check_transcript(payload: EvaluationCreate) -> None:
+    """Raise TranscriptUnscorable (422) when the transcript is too short or garbled to score."""
+    verdict = assess([turn.answer for turn in payload.transcript])
+    if verdict is not None:
+        raise TranscriptUnscorable(verdict.detail, rule=verdict.rule)
+
+
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
@@ -60,6 +68,7 @@ class Scorer:
 
     async def score(self, payload: EvaluationCreate) -> ScoringResult:
         """The LLM's samples and the analysis, concurrently; an LLM error stops both."""
+        check_transcript(payload)
         started = time.perf_counter()
         deadline = time.monotonic() + self._settings.scoring_deadline_s
         criteria = payload.effective_rubric.criteria

@@ -1,0 +1,128 @@
+"""The transcript-quality gate: whether a transcript can be scored at all, before any LLM call.
+
+A transcript that gives the model nothing to judge would be scored anyway by an LLM, with
+made-up confidence. These rules reject it first, with a 422 that names the rule:
+
+- too_short: the answers hold fewer than MIN_TOTAL_WORDS words in all.
+- unanswered: more than MAX_UNANSWERED_SHARE of the questions are unanswered. An answer is
+  unanswered when, once fillers ("um", "uh", "pass", "n/a", a bare "yes" or "no"...) and
+  noise markers ("[inaudible]", "[crosstalk]"...) are removed, fewer than MIN_ANSWER_WORDS
+  words remain.
+- garbled: the answers look like a failed transcription, because either
+  - letters are less than MIN_LETTER_SHARE of their non-space characters (symbol soup), or
+  - noise markers are more than MAX_NOISE_SHARE of their tokens, or
+  - an answer of at least LOOP_MIN_WORDS words has fewer than MIN_DISTINCT_SHARE distinct
+    words (a speech-to-text loop: "the the the the ...").
+
+Words are counted on the normalised text (case, punctuation and width folded, as for the
+quote check); letters are Unicode letters, so Korean transcripts pass as English ones do.
+The rules are plain functions of the transcript: no I/O, no settings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from service.evaluations.scoring import normalise
+
+MIN_TOTAL_WORDS = 8
+MIN_ANSWER_WORDS = 2
+MAX_UNANSWERED_SHARE = 0.5
+MIN_LETTER_SHARE = 0.5
+MAX_NOISE_SHARE = 0.3
+LOOP_MIN_WORDS = 20
+MIN_DISTINCT_SHARE = 0.2
+
+FILLERS = frozenset(
+    [
+        "um",
+        "umm",
+        "uh",
+        "uhh",
+        "er",
+        "erm",
+        "hmm",
+        "hm",
+        "mm",
+        "ah",
+        "eh",
+        "pass",
+        "skip",
+        "next",
+        "n",
+        "idk",
+        "dunno",
+        "ok",
+        "okay",
+        "yes",
+        "no",
+    ]
+)
+# Bracketed markers that transcription services put in place of speech they could not read.
+_NOISE = re.compile(
+    r"[\[(<](?:inaudible|unintelligible|crosstalk|silence|noise|static|music|"
+    r"indiscernible|garbled|no audio|blank_audio)[^\])>]*[\])>]",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a transcript cannot be scored: the rule that failed and a sentence for the client."""
+
+    rule: str
+    detail: str
+
+
+def _meaningful_words(answer: str) -> list[str]:
+    return [w for w in normalise(_NOISE.sub(" ", answer)).split() if w not in FILLERS]
+
+
+def _garbled(answers: Sequence[str]) -> str | None:
+    chars = [c for a in answers for c in a if not c.isspace()]
+    letters = sum(c.isalpha() for c in chars)
+    if chars and letters / len(chars) < MIN_LETTER_SHARE:
+        return (
+            f"only {letters / len(chars):.0%} of the answers' characters are letters "
+            f"(at least {MIN_LETTER_SHARE:.0%} are needed)"
+        )
+    noise = sum(len(_NOISE.findall(a)) for a in answers)
+    tokens = sum(len(_NOISE.sub(" x ", a).split()) for a in answers)
+    if tokens and noise / tokens > MAX_NOISE_SHARE:
+        return (
+            f"{noise / tokens:.0%} of the answers' words are transcription-noise markers "
+            f"such as [inaudible] (at most {MAX_NOISE_SHARE:.0%} are allowed)"
+        )
+    for index, answer in enumerate(answers):
+        words = normalise(answer).split()
+        if len(words) >= LOOP_MIN_WORDS and len(set(words)) / len(words) < MIN_DISTINCT_SHARE:
+            return (
+                f"answer {index + 1} repeats the same few words ({len(set(words))} distinct "
+                f"of {len(words)}), which looks like a transcription loop"
+            )
+    return None
+
+
+def assess(answers: Sequence[str]) -> Verdict | None:
+    """The first rule the answers fail, or None when the transcript can be scored."""
+    garbled = _garbled(answers)
+    if garbled:
+        return Verdict("garbled", f"The transcript looks garbled: {garbled}.")
+    per_answer = [_meaningful_words(a) for a in answers]
+    total = sum(len(words) for words in per_answer)
+    if total < MIN_TOTAL_WORDS:
+        return Verdict(
+            "too_short",
+            f"The answers hold {total} meaningful words; at least {MIN_TOTAL_WORDS} are needed "
+            "to score an interview.",
+        )
+    unanswered = sum(len(words) < MIN_ANSWER_WORDS for words in per_answer)
+    if unanswered / len(answers) > MAX_UNANSWERED_SHARE:
+        return Verdict(
+            "unanswered",
+            f"{unanswered} of {len(answers)} questions are unanswered; at most "
+            f"{MAX_UNANSWERED_SHARE:.0%} may be.",
+        )
+    return None
