@@ -36,7 +36,7 @@ LOOP_MIN_WORDS = 20
 MIN_DISTINCT_SHARE = 0.2
 
 FILLERS = frozenset(
-    [
+    (
         "um",
         "umm",
         "uh",
@@ -58,7 +58,7 @@ FILLERS = frozenset(
         "okay",
         "yes",
         "no",
-    ]
+    )
 )
 # Bracketed markers that transcription services put in place of speech they could not read.
 _NOISE = re.compile(
