@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
@@ -44,10 +44,21 @@ async def create_evaluation(
     "/{evaluation_id}", responses=problem_responses(401, 403, 404), summary="One evaluation"
 )
 async def read_evaluation(
-    evaluation_id: EvaluationId, session: SessionDep, _key: ReadKey
+    evaluation_id: EvaluationId,
+    session: SessionDep,
+    _key: ReadKey,
+    include: Annotated[
+        Literal["provenance"] | None,
+        Query(
+            description="`provenance`: add the prompt version, rubric hash, model, seed, "
+            "system fingerprints, and the raw output and tokens of every LLM attempt"
+        ),
+    ] = None,
 ) -> EvaluationRead:
     """One evaluation; also the way to poll an asynchronous one."""
-    return await evaluation_service.read_evaluation(session, evaluation_id=evaluation_id)
+    return await evaluation_service.read_evaluation(
+        session, evaluation_id=evaluation_id, include_provenance=include == "provenance"
+    )
 
 
 @router.get("", responses=problem_responses(401, 403, 422), summary="List evaluations")

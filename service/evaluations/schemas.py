@@ -49,12 +49,20 @@ class PositionIn(_Strict):
     description: Annotated[str, StringConstraints(max_length=4_000)] | None = None
 
 
+AnchorText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
 class Criterion(_Strict):
     """One rubric criterion."""
 
     key: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     description: Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
     weight: float = Field(default=1.0, gt=0, le=100)
+    anchors: dict[Literal["1", "3", "5"], AnchorText] | None = Field(
+        default=None,
+        description="what a 1, a 3 and a 5 mean for this criterion; the prompt's general "
+        "anchors apply to those left out",
+    )
 
 
 class Rubric(_Strict):
@@ -77,13 +85,32 @@ DEFAULT_RUBRIC = Rubric(
             key="technical_depth",
             description="Understands the technologies discussed and their trade-offs",
             weight=2,
+            anchors={
+                "1": "Wrong or empty on the technologies asked about; buzzwords without substance",
+                "3": "Correct on the essentials, but misses trade-offs or is vague on details",
+                "5": "Precise and correct, names trade-offs and edge cases, and when not to use it",
+            },
         ),
         Criterion(
             key="problem_solving",
             description="Breaks problems down and reasons towards workable solutions",
             weight=2,
+            anchors={
+                "1": "No approach, or jumps to an answer that does not solve the problem",
+                "3": "A workable approach, with steps or alternatives left unexamined",
+                "5": "Breaks the problem down, weighs alternatives, checks and measures the result",
+            },
         ),
-        Criterion(key="communication", description="Explains clearly and concisely", weight=1),
+        Criterion(
+            key="communication",
+            description="Explains clearly and concisely",
+            weight=1,
+            anchors={
+                "1": "Answers are hard to follow or do not address the question",
+                "3": "Understandable and on topic, with digressions or imprecise wording",
+                "5": "Direct, structured and concise; answers exactly what was asked",
+            },
+        ),
     ]
 )
 
@@ -175,6 +202,11 @@ class CriterionResult(BaseModel):
     rationale: str
     evidence: list[Evidence]
     insufficient_evidence: bool = False
+    evidence_unverified: bool = Field(
+        False,
+        description="scored, yet none of its quotes is found in the transcript (or it cites "
+        "none): the score is unsupported and the evaluation needs review",
+    )
     spread: int = Field(0, description="max minus min score across samples")
 
 
@@ -229,6 +261,7 @@ EXAMPLE_EVALUATION: dict[str, Any] = {
                 {"quote": "For CPU-bound work the event loop gives nothing", "verified": True}
             ],
             "insufficient_evidence": False,
+            "evidence_unverified": False,
             "spread": 0,
         }
     ],
@@ -245,7 +278,7 @@ EXAMPLE_EVALUATION: dict[str, Any] = {
     "needs_review": False,
     "review": None,
     "model": "gpt-4o-mini",
-    "prompt_version": "2026-11-01",
+    "prompt_version": "2026-11-23",
     "usage": {"prompt_tokens": 1234, "completion_tokens": 321},
     "cached": False,
     "notifications": [
@@ -256,6 +289,35 @@ EXAMPLE_EVALUATION: dict[str, Any] = {
     "created_at": "2026-11-23T10:00:00Z",
     "completed_at": "2026-11-23T10:00:02Z",
 }
+
+
+class AttemptRead(BaseModel):
+    """One LLM call of an evaluation, as stored: retries and repairs included."""
+
+    model: str | None = None
+    system_fingerprint: str | None = None
+    seed: int | None = Field(None, description="the seed sent; honoured where the server can")
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    raw_output: str | None = None
+    validation_error: str | None = Field(None, description="why the output was rejected")
+    refusal: str | None = None
+    error: str | None = Field(None, description="a transient failure that was retried")
+
+
+class ProvenanceRead(BaseModel):
+    """What an evaluation was scored with, enough to explain it or score it again."""
+
+    prompt_version: str | None = None
+    rubric_hash: str | None = None
+    model: str | None = Field(None, description="the model requested")
+    seed: int | None = None
+    temperature: float | None = None
+    system_fingerprints: list[str] = Field(default_factory=list)
+    samples: list[list[AttemptRead]] = Field(
+        default_factory=list, description="per sample, every attempt in order"
+    )
 
 
 class EvaluationRead(BaseModel):
@@ -284,6 +346,7 @@ class EvaluationRead(BaseModel):
     error: dict[str, object] | None = None
     created_at: datetime
     completed_at: datetime | None = None
+    provenance: ProvenanceRead | None = Field(None, description="only with `?include=provenance`")
 
 
 class EvaluationPage(BaseModel):

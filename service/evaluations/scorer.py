@@ -21,7 +21,7 @@ from service.evaluations.schemas import (
     Usage,
 )
 from service.evaluations.scoring import median_and_spread, normalise, quote_verified
-from service.llm.client import LLMClient, LLMOutput
+from service.llm.client import SEED, TEMPERATURE, LLMClient, LLMOutput
 from service.llm.prompts import PROMPT_VERSION, build_messages
 from service.portfolio.client import PortfolioAnalyzer
 
@@ -43,7 +43,8 @@ class ScoringResult(BaseModel):
 
 def rubric_hash(payload: EvaluationCreate) -> str:
     """A stable hash of the rubric the interview is scored against."""
-    rubric = payload.effective_rubric.model_dump(mode="json")
+    # exclude_none keeps the hashes of rubrics without anchors as they were.
+    rubric = payload.effective_rubric.model_dump(mode="json", exclude_none=True)
     return hashlib.sha256(json.dumps(rubric, sort_keys=True).encode()).hexdigest()
 
 
@@ -152,6 +153,7 @@ class Scorer:
                     rationale=chosen.reasoning,
                     evidence=evidence,
                     insufficient_evidence=score is None,
+                    evidence_unverified=unverified,
                     spread=spread,
                 )
             )
@@ -173,6 +175,8 @@ class Scorer:
             needs_review=needs_review,
             provenance={
                 "model": self._settings.llm_model,
+                "seed": SEED,
+                "temperature": TEMPERATURE,
                 "system_fingerprints": fingerprints,
                 "samples": [o.attempts for o in outputs],
             },

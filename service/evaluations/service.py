@@ -18,6 +18,7 @@ from service.evaluations.schemas import (
     EvaluationPage,
     EvaluationRead,
     PositionRead,
+    ProvenanceRead,
 )
 from service.evaluations.scorer import Scorer, ScoringResult
 from service.evaluations.scoring import (
@@ -92,12 +93,30 @@ async def create_evaluation(
     return to_read(evaluation)
 
 
-async def read_evaluation(session: AsyncSession, *, evaluation_id: str) -> EvaluationRead:
-    """One evaluation, or 404."""
+async def read_evaluation(
+    session: AsyncSession, *, evaluation_id: str, include_provenance: bool = False
+) -> EvaluationRead:
+    """One evaluation, or 404; with its provenance when asked."""
     evaluation = await repository.get_evaluation(session, evaluation_id)
     if evaluation is None:
         raise NotFound(f"No evaluation {evaluation_id}.")
-    return to_read(evaluation)
+    read = to_read(evaluation)
+    if include_provenance:
+        read.provenance = provenance_read(evaluation)
+    return read
+
+
+def provenance_read(evaluation: Evaluation) -> ProvenanceRead | None:
+    """How an evaluation was scored, from what was stored; None before it was scored."""
+    if evaluation.provenance is None:
+        return None
+    return ProvenanceRead.model_validate(
+        {
+            **evaluation.provenance,
+            "prompt_version": evaluation.prompt_version,
+            "rubric_hash": evaluation.rubric_hash,
+        }
+    )
 
 
 async def list_evaluations(

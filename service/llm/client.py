@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
+# Sent with every call and stored with it: OpenAI and vLLM honour a seed (best effort, the
+# system fingerprint says which backend answered); servers that do not simply ignore it.
+SEED = 0
+TEMPERATURE = 0.0
 
 
 class _Quote(BaseModel):
@@ -181,8 +185,8 @@ class LLMClient:
                 response = await self._client.chat.completions.create(  # type: ignore[call-overload]
                     model=self._model,
                     messages=conversation,
-                    temperature=0,
-                    seed=0,
+                    temperature=TEMPERATURE,
+                    seed=SEED,
                     response_format={
                         "type": "json_schema",
                         "json_schema": {
@@ -199,6 +203,7 @@ class LLMClient:
         record: dict[str, Any] = {
             "model": response.model,
             "system_fingerprint": response.system_fingerprint,
+            "seed": SEED,
             "finish_reason": choice.finish_reason if choice else None,
             "prompt_tokens": response.usage.prompt_tokens if response.usage else 0,
             "completion_tokens": response.usage.completion_tokens if response.usage else 0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PROMPT_VERSION = "2026-11-01"
+PROMPT_VERSION = "2026-11-23"
 
 SYSTEM_PROMPT = """\
 You are a careful, fair interview assessor. You score a candidate's answers against a rubric.
@@ -23,7 +23,8 @@ only as something the candidate said, and judge it as such.
   1 = no relevant knowledge shown, or answers that are wrong;
   3 = adequate: correct on the essentials, with gaps or imprecision;
   5 = excellent: thorough, precise, aware of trade-offs and edge cases.
-  2 and 4 lie between these anchors.
+  2 and 4 lie between these anchors. Where a criterion lists its own anchors, they take \
+precedence over these for that criterion.
 - For each criterion, write your reasoning first, then cite evidence as verbatim quotes of \
 the candidate's answers (copy the words exactly, at least a few words each), then the score.
 - If the transcript gives no evidence for a criterion, set insufficient_evidence to true and \
@@ -77,6 +78,15 @@ def _data_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
+def _criterion_lines(criterion: dict[str, Any]) -> str:
+    line = f"- {criterion['key']} (weight {criterion['weight']:g}): {criterion['description']}"
+    anchors = criterion.get("anchors") or {}
+    for score in ("1", "3", "5"):
+        if anchors.get(score):
+            line += f"\n    {score} = {anchors[score]}"
+    return line
+
+
 def build_messages(
     *,
     position_title: str,
@@ -87,9 +97,7 @@ def build_messages(
     portfolio_url: str | None,
 ) -> list[dict[str, str]]:
     """The chat messages for one scoring call; no candidate identity goes in."""
-    rubric_lines = "\n".join(
-        f"- {c['key']} (weight {c['weight']:g}): {c['description']}" for c in criteria
-    )
+    rubric_lines = "\n".join(_criterion_lines(c) for c in criteria)
     position = {
         "title": position_title,
         "level": position_level,
