@@ -19,6 +19,7 @@ from service.evaluations.scorer import Scorer
 from service.http import BodySizeLimit, build_http_client
 from service.llm.client import LLMClient
 from service.portfolio.client import PortfolioAnalyzer
+from service.reviews.router import router as reviews_router
 
 DESCRIPTION = """\
 Scores job interviews with an LLM and a portfolio analyzer, concurrently.
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(evaluations_router)
+    app.include_router(reviews_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -3,5 +3,6 @@
 from service.auth.models import ApiKey
 from service.database import Base
 from service.evaluations.models import Evaluation
+from service.reviews.models import EvaluationReview
 
-__all__ = ["ApiKey", "Base", "Evaluation"]
+__all__ = ["ApiKey", "Base", "Evaluation", "EvaluationReview"]

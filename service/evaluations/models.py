@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.database import Base, UTCDateTime, new_id, utcnow
+
+if TYPE_CHECKING:
+    from service.reviews.models import EvaluationReview
 
 
 class Evaluation(Base):
@@ -49,3 +52,11 @@ class Evaluation(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    # Human reviews, oldest first; loaded with the evaluation, erased with it by the database.
+    reviews: Mapped[list[EvaluationReview]] = relationship(
+        lazy="selectin",
+        order_by="EvaluationReview.created_at",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )

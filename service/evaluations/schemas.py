@@ -15,6 +15,8 @@ from pydantic import (
     field_validator,
 )
 
+from service.reviews.schemas import ReviewRead
+
 MAX_TRANSCRIPT_TURNS = 100
 MAX_QUESTION_CHARS = 2_000
 MAX_ANSWER_CHARS = 10_000
@@ -336,7 +338,14 @@ class EvaluationRead(BaseModel):
     portfolio: PortfolioResult | None = None
     partial: bool = False
     needs_review: bool = False
-    review: dict[str, object] | None = None
+    model_overall_score: float | None = Field(
+        None, description="the model's overall score; `overall_score` is the reviewed one"
+    )
+    model_recommendation: Recommendation | None = None
+    review: ReviewRead | None = Field(None, description="the latest human review")
+    reviews: list[ReviewRead] = Field(
+        default_factory=list, description="every review, oldest first"
+    )
     model: str | None = None
     prompt_version: str | None = None
     usage: Usage = Field(default_factory=Usage)

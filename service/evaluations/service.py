@@ -27,6 +27,7 @@ from service.evaluations.scoring import (
     overall_score,
     recommendation,
 )
+from service.reviews.views import review_fields
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -176,6 +177,7 @@ def to_read(evaluation: Evaluation) -> EvaluationRead:
             "error": evaluation.error,
             "created_at": evaluation.created_at,
             "completed_at": evaluation.completed_at,
+            **review_fields(evaluation),
         }
     )
 

@@ -1,0 +1,1 @@
+"""Human reviews of evaluations: adjusted scores or a decision, with a reason on record."""

@@ -1,0 +1,38 @@
+"""POST /v1/evaluations/{id}/reviews."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from service.auth.dependencies import WriteKey
+from service.database import SessionDep
+from service.dependencies import SettingsDep
+from service.errors import problem_responses
+from service.evaluations.router import EvaluationId
+from service.evaluations.schemas import EvaluationRead
+from service.reviews import service as review_service
+from service.reviews.schemas import ReviewCreate
+
+router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
+
+
+@router.post(
+    "/{evaluation_id}/reviews",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(401, 403, 404, 409, 422),
+    summary="Review an evaluation",
+)
+async def create_review(
+    evaluation_id: EvaluationId,
+    payload: ReviewCreate,
+    session: SessionDep,
+    api_key: WriteKey,
+    settings: SettingsDep,
+    response: Response,
+) -> EvaluationRead:
+    """Record a reviewer's adjusted scores and/or decision with a reason; history is kept."""
+    evaluation = await review_service.create_review(
+        session, evaluation_id=evaluation_id, payload=payload, api_key=api_key, settings=settings
+    )
+    response.headers["Location"] = f"{router.prefix}/{evaluation_id}"
+    return evaluation
