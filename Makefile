@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench clean eval
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format service tests migrations
 	$(BIN)/ruff check --fix service tests migrations
+
+# The golden interviews against a real model: make eval LLM_BASE_URL=... [LLM_API_KEY=...]
+# [LLM_MODEL=...]; prints agreement with the expected ranges (tests/golden/run_eval.py).
+eval: $(STAMP)
+	LLM_BASE_URL="$(LLM_BASE_URL)" LLM_API_KEY="$(LLM_API_KEY)" LLM_MODEL="$(LLM_MODEL)" \
+		$(BIN)/python -m tests.golden.run_eval
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
