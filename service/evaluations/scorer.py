@@ -143,7 +143,10 @@ class Scorer:
             unverified = score is not None and (
                 not evidence or not any(e.verified for e in evidence)
             )
-            if spread > self._settings.review_spread or unverified:
+            # Samples that disagree on whether there is evidence at all are uncertain too,
+            # whatever the spread of those that scored.
+            split = len({c.score is None for c in per_sample}) > 1
+            if spread > self._settings.review_spread or unverified or split:
                 needs_review = True
             results.append(
                 CriterionResult(

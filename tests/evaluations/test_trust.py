@@ -228,3 +228,23 @@ async def test_openapi_documents_provenance_and_the_include_parameter(
     assert "include" in [p["name"] for p in params]
     assert "ProvenanceRead" in spec["components"]["schemas"]
     assert "AttemptRead" in spec["components"]["schemas"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"scoring_samples": 3}])
+async def test_samples_split_on_abstaining_need_review(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter
+) -> None:
+    upstream.post(CHAT).mock(
+        side_effect=[
+            completion(
+                content({"technical_depth": (s, [REAL] if s else []), "communication": (3, [REAL])})
+            )
+            for s in (4, None, 4)
+        ]
+    )
+    upstream.post(ANALYZE).mock(return_value=analysis())
+
+    body = (await client.post("/v1/evaluations", json=interview(), headers=auth)).json()
+
+    assert (body["criteria"][0]["score"], body["criteria"][0]["spread"]) == (4, 0)
+    assert body["needs_review"] is True

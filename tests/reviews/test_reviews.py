@@ -203,3 +203,12 @@ async def test_erasing_an_evaluation_erases_its_reviews(
     assert (await client.delete(url, headers=auth)).status_code == 204
 
     assert await review_count(app) == 0
+
+
+async def test_openapi_documents_the_review_endpoint(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+
+    operation = spec["paths"]["/v1/evaluations/{evaluation_id}/reviews"]["post"]
+    assert {"201", "404", "409", "422"} <= set(operation["responses"])
+    review = spec["components"]["schemas"]["ReviewCreate"]
+    assert "reason" in review["required"]
