@@ -11,8 +11,9 @@ made-up confidence. These rules reject it first, with a 422 that names the rule:
 - garbled: the answers look like a failed transcription, because either
   - letters are less than MIN_LETTER_SHARE of their non-space characters (symbol soup), or
   - noise markers are more than MAX_NOISE_SHARE of their tokens, or
-  - an answer of at least LOOP_MIN_WORDS words has fewer than MIN_DISTINCT_SHARE distinct
-    words (a speech-to-text loop: "the the the the ...").
+  - in an answer of at least LOOP_MIN_WORDS words, more than MAX_REPEATED_SHARE of its runs
+    of LOOP_NGRAM words repeat an earlier run (a speech-to-text loop: "thank you thank you
+    ..."). Natural speech, however long, rarely repeats four words in a row.
 
 Words are counted on the normalised text (case, punctuation and width folded, as for the
 quote check); letters are Unicode letters, so Korean transcripts pass as English ones do.
@@ -33,7 +34,8 @@ MAX_UNANSWERED_SHARE = 0.5
 MIN_LETTER_SHARE = 0.5
 MAX_NOISE_SHARE = 0.3
 LOOP_MIN_WORDS = 20
-MIN_DISTINCT_SHARE = 0.2
+LOOP_NGRAM = 4
+MAX_REPEATED_SHARE = 0.5
 
 FILLERS = frozenset(
     (
@@ -97,10 +99,14 @@ def _garbled(answers: Sequence[str]) -> str | None:
         )
     for index, answer in enumerate(answers):
         words = normalise(answer).split()
-        if len(words) >= LOOP_MIN_WORDS and len(set(words)) / len(words) < MIN_DISTINCT_SHARE:
+        if len(words) < LOOP_MIN_WORDS:
+            continue
+        runs = [tuple(words[i : i + LOOP_NGRAM]) for i in range(len(words) - LOOP_NGRAM + 1)]
+        repeated = len(runs) - len(set(runs))
+        if repeated / len(runs) > MAX_REPEATED_SHARE:
             return (
-                f"answer {index + 1} repeats the same few words ({len(set(words))} distinct "
-                f"of {len(words)}), which looks like a transcription loop"
+                f"answer {index + 1} repeats itself ({repeated} of its {len(runs)} runs of "
+                f"{LOOP_NGRAM} words are repeats), which looks like a transcription loop"
             )
     return None
 

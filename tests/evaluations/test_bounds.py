@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import httpx
@@ -96,7 +97,11 @@ async def test_bounds_at_the_limit_are_accepted(
         return_value=completion(scores_content({"technical_depth": 3, "communication": 3}))
     )
     upstream.post(f"{ANALYZER_URL}/analyze").mock(return_value=analysis())
-    long_answer = "word " * (MAX_ANSWER_CHARS // 5)
+    # Varied words: a single word repeated would be rejected as a transcription loop.
+    rng = random.Random(0)
+    vocabulary = ["the", "event", "loop", "runs", "one", "coroutine", "at", "a", "time", "so", "cpu", "work", "needs", "processes"]
+    long_answer = " ".join(rng.choice(vocabulary) for _ in range(MAX_ANSWER_CHARS))
+    long_answer = long_answer[:MAX_ANSWER_CHARS]
     body = interview(transcript=[{"question": "Q", "answer": long_answer}] * 20)
 
     response = await client.post("/v1/evaluations", json=body, headers=auth)

@@ -74,3 +74,15 @@ async def test_unscorable_transcript_gets_a_422_before_any_llm_call(
     assert not analyzer.called
     listed = await client.get("/v1/evaluations", headers=auth)
     assert listed.json()["items"] == []
+
+
+def test_a_long_natural_answer_is_not_taken_for_a_loop() -> None:
+    sentences = [
+        "I would start from the symptoms and the metrics we already have.",
+        "Then I would look at the slow query log and the plans of the worst queries.",
+        "If the plan changed, stale statistics are the usual cause, so I would analyze the table.",
+        "If it did not, I would look at locks, connection counts and the cache hit ratio.",
+        "Only after measuring would I add an index, because every index slows the writes.",
+    ]
+    # Long, with common words recurring, yet not a loop.
+    assert assess([" ".join(sentences)]) is None
