@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     review_spread: int = Field(default=1, ge=0, le=4)
 
+    # Caching and idempotency (issue 3): how long an Idempotency-Key is remembered, and how
+    # long a Redis call may take before the cache counts as down.
+    idempotency_ttl_s: int = Field(default=86400, ge=1)
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+
     @model_validator(mode="before")
     @classmethod
     def _split_origins(cls, data: object) -> object:

@@ -11,11 +11,12 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
 from service import __version__
+from service.cache.result import CachedScorer
+from service.cache.setup import close_cache, open_cache
 from service.config import Settings, load_settings
 from service.database import create_engine, create_sessionmaker
 from service.errors import Problem, install_error_handlers, problem_response
 from service.evaluations.router import router as evaluations_router
-from service.evaluations.scorer import Scorer
 from service.http import BodySizeLimit, build_http_client
 from service.llm.client import LLMClient
 from service.portfolio.client import PortfolioAnalyzer
@@ -43,10 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.http_client = http_client
-        app.state.scorer = Scorer(settings=settings, llm=llm, analyzer=analyzer)
+        # Caching (issue 3): the scorer answers repeats from the cache and coalesces.
+        cache = await open_cache(app, settings)
+        app.state.scorer = CachedScorer(settings=settings, llm=llm, analyzer=analyzer, cache=cache)
         try:
             yield
         finally:
+            await close_cache(app)
             await http_client.aclose()
             await engine.dispose()
 
@@ -69,7 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], summary="Readiness", response_model=None)
     async def readyz() -> Any:
-        """The database answers."""
+        """The database answers; the cache's state is reported."""
+        # Caching (issue 3): a cache outage degrades to uncached scoring, so it is reported
+        # without taking the replica out of the load balancer.
+        cache = "ok" if await app.state.cache.ping() else "down"
         try:
             async with app.state.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
@@ -79,10 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "title": "Not ready",
                 "status": 503,
                 "detail": "database unreachable",
-                "checks": {"database": "down"},
+                "checks": {"database": "down", "cache": cache},
             }
             return problem_response(body, status=503)
-        return {"status": "ok", "checks": {"database": "ok"}}
+        return {"status": "ok", "checks": {"database": "ok", "cache": cache}}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -3,6 +3,7 @@
 from service.auth.models import ApiKey
 from service.database import Base
 from service.evaluations.models import Evaluation
+from service.idempotency.models import IdempotencyKey
 from service.reviews.models import EvaluationReview
 
-__all__ = ["ApiKey", "Base", "Evaluation", "EvaluationReview"]
+__all__ = ["ApiKey", "Base", "Evaluation", "EvaluationReview", "IdempotencyKey"]

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
+from service.cache.reads import (
+    CacheDep,
+    cached_read,
+    erase_evaluation,
+    evaluation_key,
+    invalidate_reads,
+    list_key,
+)
 from service.database import SessionDep
 from service.dependencies import ScorerDep, SettingsDep
 from service.errors import problem_responses
 from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
+from service.idempotency.dependency import IdempotencyDep, replay_response
+from service.idempotency.service import Replay
 
 router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
 
@@ -21,7 +31,8 @@ EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 403, 413, 422, 502, 503, 504),
+    response_model=EvaluationRead,
+    responses=problem_responses(401, 403, 409, 413, 422, 502, 503, 504),
     summary="Score an interview",
 )
 async def create_evaluation(
@@ -31,18 +42,30 @@ async def create_evaluation(
     scorer: ScorerDep,
     settings: SettingsDep,
     response: Response,
-) -> EvaluationRead:
+    idempotency: IdempotencyDep,
+    cache: CacheDep,
+) -> Any:
     """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it."""
-    evaluation = await evaluation_service.create_evaluation(
-        session, payload=payload, api_key=api_key, scorer=scorer, settings=settings
+
+    async def score() -> EvaluationRead:
+        return await evaluation_service.create_evaluation(
+            session, payload=payload, api_key=api_key, scorer=scorer, settings=settings
+        )
+
+    outcome = await idempotency.run(
+        session, api_key=api_key, payload=payload, action=score, status=status.HTTP_201_CREATED
     )
-    response.headers["Location"] = f"{router.prefix}/{evaluation.id}"
-    return evaluation
+    if isinstance(outcome, Replay):
+        return replay_response(outcome, location=f"{router.prefix}/{outcome.body['id']}")
+    await invalidate_reads(cache, evaluation_id=None)
+    response.headers["Location"] = f"{router.prefix}/{outcome.id}"
+    return outcome
 
 
 @router.get(
     "/{evaluation_id}", responses=problem_responses(401, 403, 404), summary="One evaluation"
 )
+@cached_read(name="evaluation", key_builder=evaluation_key)
 async def read_evaluation(
     evaluation_id: EvaluationId,
     session: SessionDep,
@@ -62,6 +85,7 @@ async def read_evaluation(
 
 
 @router.get("", responses=problem_responses(401, 403, 422), summary="List evaluations")
+@cached_read(name="evaluations", key_builder=list_key)
 async def list_evaluations(
     session: SessionDep,
     _key: ReadKey,
@@ -89,7 +113,11 @@ async def list_evaluations(
     summary="Erase an evaluation",
 )
 async def delete_evaluation(
-    evaluation_id: EvaluationId, session: SessionDep, _key: DeleteKey
+    evaluation_id: EvaluationId,
+    session: SessionDep,
+    _key: DeleteKey,
+    scorer: ScorerDep,
+    cache: CacheDep,
 ) -> None:
-    """Erase an evaluation and everything derived from it."""
-    await evaluation_service.delete_evaluation(session, evaluation_id=evaluation_id)
+    """Erase an evaluation and everything derived from it, cache entries included."""
+    await erase_evaluation(session, evaluation_id=evaluation_id, scorer=scorer, backend=cache)

@@ -39,6 +39,8 @@ class ScoringResult(BaseModel):
     rubric_hash: str
     needs_review: bool
     provenance: dict[str, Any]
+    # Set when served from the cache or from an identical request's upstream calls.
+    cached: bool = False
 
 
 def rubric_hash(payload: EvaluationCreate) -> str:

@@ -50,6 +50,7 @@ def apply_result(evaluation: Evaluation, result: ScoringResult, *, settings: Set
     evaluation.recommendation = recommendation(overall, thresholds(settings))
     evaluation.partial = portfolio is not None and portfolio.status in ("unavailable", "rejected")
     evaluation.needs_review = result.needs_review
+    evaluation.cached = result.cached
     evaluation.model = result.model
     evaluation.prompt_version = result.prompt_version
     evaluation.rubric_hash = result.rubric_hash

@@ -191,8 +191,10 @@ async def test_calls_over_the_concurrency_cap_wait_instead_of_failing(
 
     upstream.post(CHAT).mock(side_effect=llm)
 
+    # Distinct interviews: identical ones would share one call (tests/cache).
+    bodies = [interview(position={"title": f"Engineer {i}"}) for i in range(8)]
     responses = await asyncio.gather(
-        *(client.post("/v1/evaluations", json=interview(), headers=auth) for _ in range(8))
+        *(client.post("/v1/evaluations", json=body, headers=auth) for body in bodies)
     )
 
     assert [r.status_code for r in responses] == [201] * 8

@@ -1,0 +1,246 @@
+"""fastapi-cache2's backend: Redis or in-process, behind a wrapper that survives an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
+
+from fastapi_cache.backends.inmemory import InMemoryBackend, Value
+from fastapi_cache.backends.redis import RedisBackend
+from fastapi_cache.types import Backend
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from service.config import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Far enough to mean "no expiry" for the in-process store, which has no such notion.
+_FOREVER_S = 10 * 365 * 86400
+# While Redis is down, calls skip it for this long instead of each paying a failed connect.
+RETRY_AFTER_S = 1.0
+PREFIX = "scorer"
+READS_PREFIX = "reads"
+
+
+class MemoryBackend(InMemoryBackend):
+    """The in-process backend, with a store per instance and an atomic add.
+
+    fastapi-cache2 keeps InMemoryBackend's store and lock on the class, so two apps (or two
+    tests) in one process would share entries; and `expire=None` there means "expire now".
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[str, Value] = {}
+        self._lock = asyncio.Lock()
+
+    async def set(self, key: str, value: bytes, expire: int | None = None) -> None:
+        """Store `value` for `expire` seconds (for good when None)."""
+        async with self._lock:
+            self._store[key] = Value(value, self._now + (expire or _FOREVER_S))
+
+    async def clear(self, namespace: str | None = None, key: str | None = None) -> int:
+        """Remove one key, or every key starting with `namespace`; how many went."""
+        async with self._lock:
+            if namespace:
+                doomed = [k for k in self._store if k.startswith(namespace)]
+            else:
+                doomed = [key] if key in self._store else []
+            for k in doomed:
+                del self._store[k]
+            return len(doomed)
+
+    async def add(self, key: str, value: bytes, expire: int) -> bool:
+        """Store `value` unless the key exists; whether it was stored."""
+        async with self._lock:
+            if self._get(key) is not None:
+                return False
+            self._store[key] = Value(value, self._now + expire)
+            return True
+
+
+class ResilientBackend(Backend):
+    """Every cache call goes through here: a failing Redis is a miss, never an error.
+
+    The first failure of an outage is logged; later calls skip Redis for RETRY_AFTER_S at a
+    time, so an outage costs no connect per request. The first success logs the recovery.
+    """
+
+    def __init__(self, *, redis: Redis | None, ttl_s: int) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self._inner: Backend = RedisBackend(redis) if redis is not None else MemoryBackend()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._lost_invalidation = False
+
+    @property
+    def kind(self) -> Literal["redis", "memory"]:
+        """Which store backs the cache."""
+        return "redis" if self.redis is not None else "memory"
+
+    @property
+    def is_down(self) -> bool:
+        """Whether the last call to Redis failed."""
+        return self._down_since is not None
+
+    async def _call(self, op: Callable[[], Awaitable[T]], default: T, *, writes: bool) -> T:
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            if writes:
+                self._lost_invalidation = True
+            return default
+        try:
+            result = await op()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc, lost_invalidation=writes)
+            return default
+        if self._down_since is not None:
+            await self._recovered()
+        return result
+
+    def _failed(self, exc: BaseException, *, lost_invalidation: bool) -> None:
+        self._retry_at = time.monotonic() + RETRY_AFTER_S
+        self._lost_invalidation = self._lost_invalidation or lost_invalidation
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            logger.warning(
+                "cache unavailable; scoring continues uncached",
+                extra={"error_type": type(exc).__name__},
+            )
+
+    async def _recovered(self) -> None:
+        down_for = time.monotonic() - (self._down_since or time.monotonic())
+        self._down_since = None
+        logger.info("cache available again", extra={"down_s": round(down_for, 1)})
+        if self._lost_invalidation:
+            # An erasure during the outage could not reach the cached reads: drop them all,
+            # so that a deleted evaluation cannot come back with Redis.
+            self._lost_invalidation = False
+            await self.clear_prefix(READS_PREFIX)
+
+    async def ping(self) -> bool:
+        """Whether the cache answers; always tries Redis, so readiness sees a recovery."""
+        if self.redis is None:
+            return True
+        redis = self.redis
+        self._retry_at = 0.0
+        return await self._call(lambda: _ping(redis), False, writes=False)
+
+    async def get_with_ttl(self, key: str) -> tuple[int, bytes | None]:
+        """The value and its remaining seconds, or (0, None)."""
+        return await self._call(lambda: self._inner.get_with_ttl(key), (0, None), writes=False)
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or None."""
+        return await self._call(lambda: self._inner.get(key), None, writes=False)
+
+    async def set(self, key: str, value: bytes, expire: int | None = None) -> None:
+        """Store a value; lost when the cache is down."""
+        await self._call(lambda: self._inner.set(key, value, expire), None, writes=False)
+
+    async def clear(self, namespace: str | None = None, key: str | None = None) -> int:
+        """Remove a key or a namespace; a failure is remembered and redone on recovery."""
+        return await self._call(lambda: self._inner.clear(namespace, key), 0, writes=True)
+
+    async def invalidate(self, key: str, value: bytes, expire: int) -> None:
+        """Overwrite a key that readers depend on; a failure is made up for on recovery."""
+        await self._call(lambda: self._inner.set(key, value, expire), None, writes=True)
+
+    async def add(self, key: str, value: bytes, expire_ms: int) -> bool | None:
+        """Store unless present (SET NX): whether stored, or None when the cache is down."""
+        if self.redis is None:
+            assert isinstance(self._inner, MemoryBackend)
+            return await self._inner.add(key, value, max(1, expire_ms // 1000))
+        redis = self.redis
+        return await self._call(lambda: _set_nx(redis, key, value, expire_ms), None, writes=False)
+
+    async def delete(self, key: str) -> None:
+        """Remove a key that nothing depends on for correctness."""
+        await self._call(lambda: self._inner.clear(None, key), 0, writes=False)
+
+    async def extend_lock(self, key: str, token: str, expire_ms: int) -> bool:
+        """Push a lock's expiry back if `token` still holds it."""
+        if self.redis is None:
+            return False
+        redis = self.redis
+        return await self._call(
+            lambda: _eval_bool(redis, _EXTEND, key, token, expire_ms), False, writes=False
+        )
+
+    async def release_lock(self, key: str, token: str) -> None:
+        """Remove a lock if `token` still holds it."""
+        if self.redis is None:
+            await self.delete(key)
+            return
+        redis = self.redis
+        await self._call(lambda: _eval_bool(redis, _RELEASE, key, token), False, writes=False)
+
+    async def clear_prefix(self, prefix: str) -> None:
+        """Remove every key under `prefix` (rare: an erasure missed during an outage)."""
+        full = f"{PREFIX}:{prefix}"
+        if self.redis is None:
+            await self.clear(namespace=full)
+            return
+        redis = self.redis
+        # SCAN rather than the backend's KEYS, which blocks Redis on a large keyspace.
+        await self._call(lambda: _scan_delete(redis, f"{full}:*"), None, writes=True)
+
+    async def close(self) -> None:
+        """Close the Redis connections."""
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+async def _ping(redis: Redis) -> bool:
+    return bool(await redis.ping())
+
+
+async def _set_nx(redis: Redis, key: str, value: bytes, expire_ms: int) -> bool:
+    return bool(await redis.set(key, value, nx=True, px=expire_ms))
+
+
+# Compare-and-act, so that a holder whose lock expired cannot touch its successor's.
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+
+
+async def _eval_bool(redis: Redis, script: str, key: str, *args: str | int) -> bool:
+    return bool(await redis.eval(script, 1, key, *args))
+
+
+async def _scan_delete(redis: Redis, pattern: str) -> None:
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=pattern, count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            await redis.delete(*batch)
+            batch.clear()
+    if batch:
+        await redis.delete(*batch)
+
+
+def build_backend(settings: Settings) -> ResilientBackend:
+    """Redis when SCORER_REDIS_URL is set, the in-process store otherwise."""
+    if not settings.redis_url:
+        return ResilientBackend(redis=None, ttl_s=settings.cache_ttl_s)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        # The wrapper decides what an outage means; redis-py's own retries would only make
+        # every request wait longer for the same answer.
+        retry=Retry(NoBackoff(), 0),
+    )
+    return ResilientBackend(redis=redis, ttl_s=settings.cache_ttl_s)
