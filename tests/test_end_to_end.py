@@ -83,10 +83,12 @@ async def test_scores_over_real_http_with_the_aiohttp_transport(
             serve(settings) as base_url,
             httpx.AsyncClient(base_url=base_url, timeout=30) as client,
         ):
+            # Distinct interviews: identical ones would share one LLM call (tests/cache).
+            bodies = [interview(position={"title": f"Engineer {i}"}) for i in range(20)]
             responses = await asyncio.gather(
                 *(
-                    client.post("/v1/evaluations", json=interview(), headers={"X-API-Key": key})
-                    for _ in range(20)
+                    client.post("/v1/evaluations", json=body, headers={"X-API-Key": key})
+                    for body in bodies
                 )
             )
             stats = (await client.get(f"http://127.0.0.1:{llm_port}/stats")).json()
