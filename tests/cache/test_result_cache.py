@@ -1,0 +1,228 @@
+"""The scoring-result cache and the coalescing of identical requests, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from service.cache.backend import PREFIX
+from service.cache.result import result_key
+from service.config import Settings
+from service.evaluations.schemas import EvaluationCreate
+from service.main import create_app
+from tests.cache.redis_server import RedisServer
+from tests.conftest import ANALYZER_URL, LLM_BASE_URL, analysis, completion, interview
+from tests.conftest import scores_content as content
+from tests.evaluations.test_create import stored_count
+
+CHAT = f"{LLM_BASE_URL}/chat/completions"
+ANALYZE = f"{ANALYZER_URL}/analyze"
+GOOD = content({"technical_depth": 4, "communication": 3})
+
+
+def metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def someone_else() -> dict[str, Any]:
+    return {"name": "John Roe", "email": "john@example.com", "external_id": "ats-1"}
+
+
+async def test_a_repeat_is_served_from_the_cache_without_upstream_calls(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    llm = upstream.post(CHAT).mock(return_value=completion(GOOD))
+    analyzer = upstream.post(ANALYZE).mock(return_value=analysis(82))
+    hits, misses = metric("scorer_cache_hits_total"), metric("scorer_cache_misses_total")
+
+    first = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    # Another candidate with the same interview: contact details are not part of the key.
+    second = await client.post(
+        "/v1/evaluations", json=interview(candidate=someone_else()), headers=auth
+    )
+
+    assert first.status_code == second.status_code == 201
+    assert llm.call_count == 1
+    assert analyzer.call_count == 1
+    one, two = first.json(), second.json()
+    assert one["cached"] is False
+    assert two["cached"] is True
+    assert two["id"] != one["id"]
+    assert two["candidate"]["email"] == "john@example.com"
+    for field in ("overall_score", "recommendation", "criteria", "summary", "portfolio"):
+        assert two[field] == one[field]
+    assert two["timings_ms"] == one["timings_ms"]
+    assert await stored_count(app) == 2
+    stored = await client.get(f"/v1/evaluations/{two['id']}", headers=auth)
+    assert stored.json()["cached"] is True
+    assert metric("scorer_cache_hits_total") == hits + 1
+    assert metric("scorer_cache_misses_total") == misses + 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"transcript": [{"question": "Why Python?", "answer": "For CPU-bound work the event"}]},
+        {"position": {"title": "Staff Engineer", "level": "senior"}},
+        {"rubric": {"criteria": [{"key": "technical_depth", "description": "Depth"}]}},
+        {"portfolio": {"url": "https://github.com/someone-else"}},
+    ],
+    ids=["transcript", "position", "rubric", "portfolio"],
+)
+async def test_what_determines_the_score_is_part_of_the_key(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    upstream: respx.MockRouter,
+    change: dict[str, Any],
+) -> None:
+    llm = upstream.post(CHAT).mock(return_value=completion(GOOD))
+    upstream.post(ANALYZE).mock(return_value=analysis())
+    other = content({"technical_depth": 4})
+    if "rubric" in change:
+        llm.side_effect = [completion(GOOD), completion(other)]
+
+    first = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    second = await client.post("/v1/evaluations", json=interview(**change), headers=auth)
+
+    assert first.status_code == second.status_code == 201
+    assert llm.call_count == 2
+    assert second.json()["cached"] is False
+
+
+async def test_model_and_prompt_version_are_part_of_the_key(settings: Settings) -> None:
+    payload = EvaluationCreate.model_validate(interview())
+    other_model = settings.model_copy(update={"llm_model": "gpt-other"})
+    other_samples = settings.model_copy(update={"scoring_samples": 3})
+
+    key = result_key(payload, settings)
+
+    assert result_key(payload, other_model) != key
+    assert result_key(payload, other_samples) != key
+    assert key == result_key(
+        EvaluationCreate.model_validate(interview(candidate=someone_else())), settings
+    )
+
+
+async def test_a_partial_result_is_not_cached(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter
+) -> None:
+    llm = upstream.post(CHAT).mock(return_value=completion(GOOD))
+    analyzer = upstream.post(ANALYZE).mock(
+        side_effect=[httpx.Response(503), analysis(70), analysis(70)]
+    )
+
+    partial = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    complete = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    repeat = await client.post("/v1/evaluations", json=interview(), headers=auth)
+
+    assert partial.json()["partial"] is True
+    assert complete.json()["partial"] is False
+    assert complete.json()["cached"] is False
+    assert repeat.json()["cached"] is True
+    assert llm.call_count == 2
+    assert analyzer.call_count == 2
+
+
+async def test_fifty_identical_requests_at_once_make_one_llm_call(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    async def slow_llm(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)  # keeps the first call in flight while the others arrive
+        return completion(GOOD)
+
+    llm = upstream.post(CHAT).mock(side_effect=slow_llm)
+    analyzer = upstream.post(ANALYZE).mock(return_value=analysis())
+    shared_before = metric("scorer_coalesced_requests_total") + metric("scorer_cache_hits_total")
+
+    responses = await asyncio.gather(
+        *(client.post("/v1/evaluations", json=interview(), headers=auth) for _ in range(50))
+    )
+
+    assert [r.status_code for r in responses] == [201] * 50
+    assert llm.call_count == 1
+    assert analyzer.call_count == 1
+    assert len({r.json()["id"] for r in responses}) == 50
+    assert sorted(r.json()["cached"] for r in responses) == [False] + [True] * 49
+    assert await stored_count(app) == 50
+    shared = metric("scorer_coalesced_requests_total") + metric("scorer_cache_hits_total")
+    assert shared - shared_before == 49
+
+
+async def test_an_upstream_error_reaches_every_coalesced_request(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    async def rejecting_llm(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.1)
+        return httpx.Response(400, json={"error": {"message": "bad model"}})
+
+    llm = upstream.post(CHAT).mock(side_effect=rejecting_llm)
+    upstream.post(ANALYZE).mock(return_value=analysis())
+
+    responses = await asyncio.gather(
+        *(client.post("/v1/evaluations", json=interview(), headers=auth) for _ in range(10))
+    )
+
+    assert {r.status_code for r in responses} == {502}
+    assert {r.json()["type"] for r in responses} == {responses[0].json()["type"]}
+    assert llm.call_count == 1
+    assert await stored_count(app) == 0
+
+
+@pytest.mark.parametrize("backend_kind", ["redis"], indirect=True)
+async def test_identical_requests_on_two_replicas_make_one_llm_call(
+    settings: Settings, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    async def slow_llm(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)
+        return completion(GOOD)
+
+    llm = upstream.post(CHAT).mock(side_effect=slow_llm)
+    upstream.post(ANALYZE).mock(return_value=analysis())
+    assert app.state.cache.kind == "redis"
+    replica = create_app(settings)
+    async with (
+        replica.router.lifespan_context(replica),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as one,
+        httpx.AsyncClient(transport=httpx.ASGITransport(replica), base_url="http://b") as two,
+    ):
+        responses = await asyncio.gather(
+            *(
+                c.post("/v1/evaluations", json=interview(), headers=auth)
+                for _ in range(10)
+                for c in (one, two)
+            )
+        )
+
+    assert [r.status_code for r in responses] == [201] * 20
+    assert llm.call_count == 1
+    assert sum(not r.json()["cached"] for r in responses) == 1
+
+
+@pytest.mark.parametrize("backend_kind", ["redis"], indirect=True)
+async def test_a_dead_lock_holder_is_not_waited_for_forever(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    upstream: respx.MockRouter,
+    settings: Settings,
+    redis: RedisServer,
+) -> None:
+    from redis.asyncio import Redis
+
+    llm = upstream.post(CHAT).mock(return_value=completion(GOOD))
+    upstream.post(ANALYZE).mock(return_value=analysis())
+    key = result_key(EvaluationCreate.model_validate(interview()), settings)
+    # A replica took the lock for this interview and died: nobody refreshes or releases it.
+    async with Redis.from_url(redis.url) as raw:
+        await raw.set(f"{PREFIX}:inflight:{key}:lock", b"dead-holder", px=300)
+
+    response = await client.post("/v1/evaluations", json=interview(), headers=auth)
+
+    assert response.status_code == 201
+    assert response.json()["cached"] is False
+    assert llm.call_count == 1
