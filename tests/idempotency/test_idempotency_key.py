@@ -1,0 +1,222 @@
+"""Idempotency-Key on POST /v1/evaluations: the rows of DESIGN.md's failure table."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi import FastAPI
+from sqlalchemy import func, select, update
+
+from service.database import utcnow
+from service.idempotency.models import IdempotencyKey
+from tests.conftest import ANALYZER_URL, LLM_BASE_URL, KeyMaker, analysis, completion, interview
+from tests.conftest import scores_content as content
+from tests.evaluations.test_create import stored_count
+
+CHAT = f"{LLM_BASE_URL}/chat/completions"
+ANALYZE = f"{ANALYZER_URL}/analyze"
+GOOD = content({"technical_depth": 4, "communication": 3})
+
+
+def keyed(auth: dict[str, str], key: str) -> dict[str, str]:
+    return {**auth, "Idempotency-Key": key}
+
+
+@pytest.fixture
+def llm(upstream: respx.MockRouter) -> respx.Route:
+    upstream.post(ANALYZE).mock(return_value=analysis())
+    return upstream.post(CHAT).mock(return_value=completion(GOOD))
+
+
+async def key_rows(app: FastAPI) -> int:
+    async with app.state.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(IdempotencyKey)) or 0)
+
+
+async def test_a_retry_gets_the_first_response_again(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, app: FastAPI
+) -> None:
+    first = await client.post("/v1/evaluations", json=interview(), headers=keyed(auth, "k-1"))
+    # Key order and whitespace do not make another request.
+    retry = await client.post(
+        "/v1/evaluations",
+        content=httpx.Request("POST", "/", json=dict(reversed(interview().items()))).content,
+        headers={**keyed(auth, "k-1"), "Content-Type": "application/json"},
+    )
+
+    assert first.status_code == retry.status_code == 201
+    assert retry.json() == first.json()
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert retry.headers["location"] == first.headers["location"]
+    assert llm.call_count == 1
+    assert await stored_count(app) == 1
+
+
+async def test_the_same_key_with_another_body_is_refused(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, app: FastAPI
+) -> None:
+    await client.post("/v1/evaluations", json=interview(), headers=keyed(auth, "k-2"))
+
+    other = await client.post(
+        "/v1/evaluations", json=interview(language="ko"), headers=keyed(auth, "k-2")
+    )
+
+    assert other.status_code == 422
+    assert other.headers["content-type"] == "application/problem+json"
+    assert other.json()["type"].endswith("/idempotency-key-reused")
+    assert llm.call_count == 1
+    assert await stored_count(app) == 1
+
+
+async def test_the_same_key_while_the_first_runs_is_a_conflict(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held_llm(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await release.wait()
+        return completion(GOOD)
+
+    upstream.post(CHAT).mock(side_effect=held_llm)
+    upstream.post(ANALYZE).mock(return_value=analysis())
+    headers = keyed(auth, "k-3")
+    first = asyncio.create_task(client.post("/v1/evaluations", json=interview(), headers=headers))
+    await asyncio.wait_for(started.wait(), 10)  # the key is claimed before the LLM is called
+
+    second = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    release.set()
+
+    assert second.status_code == 409
+    assert second.json()["type"].endswith("/idempotency-key-in-use")
+    assert second.headers["retry-after"] == "1"
+    assert (await first).status_code == 201
+    assert await stored_count(app) == 1
+
+
+async def test_fifty_concurrent_retries_make_one_evaluation(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    async def slow_llm(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.1)
+        return completion(GOOD)
+
+    llm = upstream.post(CHAT).mock(side_effect=slow_llm)
+    upstream.post(ANALYZE).mock(return_value=analysis())
+    headers = keyed(auth, "k-50")
+
+    responses = await asyncio.gather(
+        *(client.post("/v1/evaluations", json=interview(), headers=headers) for _ in range(50))
+    )
+    later = await client.post("/v1/evaluations", json=interview(), headers=headers)
+
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {201, 409}
+    created = [r.json() for r in responses if r.status_code == 201]
+    assert len({body["id"] for body in created}) == 1
+    assert llm.call_count == 1
+    assert await stored_count(app) == 1
+    assert later.status_code == 201
+    assert later.headers["idempotent-replayed"] == "true"
+    assert later.json()["id"] == created[0]["id"]
+
+
+async def test_keys_belong_to_one_api_key(
+    client: httpx.AsyncClient, make_key: KeyMaker, llm: respx.Route, app: FastAPI
+) -> None:
+    one, two = await make_key(), await make_key()
+
+    first = await client.post("/v1/evaluations", json=interview(), headers=keyed(one, "k-4"))
+    second = await client.post("/v1/evaluations", json=interview(), headers=keyed(two, "k-4"))
+
+    assert first.status_code == second.status_code == 201
+    assert second.json()["id"] != first.json()["id"]
+    assert "idempotent-replayed" not in second.headers
+    assert await stored_count(app) == 2
+
+
+async def test_an_expired_key_can_be_used_again(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, app: FastAPI
+) -> None:
+    first = await client.post("/v1/evaluations", json=interview(), headers=keyed(auth, "k-5"))
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+    again = await client.post(
+        "/v1/evaluations", json=interview(language="ko"), headers=keyed(auth, "k-5")
+    )
+
+    assert again.status_code == 201
+    assert again.json()["id"] != first.json()["id"]
+    assert await key_rows(app) == 1
+
+
+async def test_a_key_left_in_progress_by_a_crashed_request_is_taken_over(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, app: FastAPI
+) -> None:
+    await client.post("/v1/evaluations", json=interview(), headers=keyed(auth, "k-6"))
+    long_ago = utcnow() - timedelta(hours=1)
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(IdempotencyKey).values(
+                status="in_progress", response_body=None, created_at=long_ago
+            )
+        )
+
+    again = await client.post("/v1/evaluations", json=interview(), headers=keyed(auth, "k-6"))
+
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+
+
+async def test_a_failed_request_releases_its_key(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    upstream.post(ANALYZE).mock(return_value=analysis())
+    upstream.post(CHAT).mock(
+        side_effect=[httpx.Response(400, json={"error": {"message": "no"}}), completion(GOOD)]
+    )
+    headers = keyed(auth, "k-7")
+
+    failed = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    retried = await client.post("/v1/evaluations", json=interview(), headers=headers)
+
+    assert failed.status_code == 502
+    assert retried.status_code == 201
+    assert "idempotent-replayed" not in retried.headers
+    assert await stored_count(app) == 1
+
+
+async def test_a_deleted_evaluation_is_not_replayed(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, app: FastAPI
+) -> None:
+    headers = keyed(auth, "k-8")
+    first = (await client.post("/v1/evaluations", json=interview(), headers=headers)).json()
+
+    await client.delete(f"/v1/evaluations/{first['id']}", headers=auth)
+    again = await client.post("/v1/evaluations", json=interview(), headers=headers)
+
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first["id"]
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9"], ids=["empty", "long", "non-ascii"])
+async def test_a_malformed_key_is_rejected(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, key: str
+) -> None:
+    headers: dict[str, Any] = {**auth, "Idempotency-Key": key.encode()}
+
+    response = await client.post("/v1/evaluations", json=interview(), headers=headers)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert llm.call_count == 0
