@@ -34,6 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
         )
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     workers = args.workers or int(os.environ.get("SCORER_WORKERS", "1"))
+    # Seen by every worker's settings: an in-process cache cannot be shared between them.
+    os.environ["SCORER_WORKERS"] = str(workers)
     uvicorn.run(
         "service.main:create_app",
         factory=True,

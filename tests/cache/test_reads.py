@@ -128,3 +128,19 @@ async def test_a_delete_on_one_replica_reaches_the_cache_of_another(
         assert (await two.delete(url, headers=auth)).status_code == 204
 
         assert (await one.get(url, headers=auth)).status_code == 404
+
+
+@pytest.mark.parametrize("backend_kind", ["memory"], indirect=True)
+async def test_several_workers_without_redis_do_not_cache_reads(
+    settings: Settings, auth: dict[str, str], llm: respx.Route
+) -> None:
+    workers = create_app(settings.model_copy(update={"workers": 2}))
+    async with (
+        workers.router.lifespan_context(workers),
+        httpx.AsyncClient(transport=httpx.ASGITransport(workers), base_url="http://w") as client,
+    ):
+        created = (await client.post("/v1/evaluations", json=interview(), headers=auth)).json()
+        reads = [await client.get(f"/v1/evaluations/{created['id']}", headers=auth) for _ in "ab"]
+
+    assert [r.status_code for r in reads] == [200, 200]
+    assert all("x-fastapi-cache" not in r.headers for r in reads)
