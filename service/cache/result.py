@@ -97,7 +97,6 @@ class CachedScorer(Scorer):
             COALESCED.inc()
             result = await asyncio.shield(task)
             return result.model_copy(update={"cached": True})
-        CACHE_MISSES.inc()
         task = asyncio.create_task(self._score_shared(key, payload))
         self._inflight[key] = task
         task.add_done_callback(lambda done: self._finished(key, done))
@@ -161,6 +160,8 @@ class CachedScorer(Scorer):
         return None
 
     async def _score_and_store(self, key: str, payload: EvaluationCreate) -> ScoringResult:
+        # A miss is counted where upstream calls are made: requests = hits + coalesced + misses.
+        CACHE_MISSES.inc()
         result = await super().score(payload)
         if cacheable(result):
             await self._cache.set(

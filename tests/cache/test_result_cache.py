@@ -185,6 +185,8 @@ async def test_identical_requests_on_two_replicas_make_one_llm_call(
     llm = upstream.post(CHAT).mock(side_effect=slow_llm)
     upstream.post(ANALYZE).mock(return_value=analysis())
     assert app.state.cache.kind == "redis"
+    misses = metric("scorer_cache_misses_total")
+    shared_before = metric("scorer_coalesced_requests_total") + metric("scorer_cache_hits_total")
     replica = create_app(settings)
     async with (
         replica.router.lifespan_context(replica),
@@ -202,6 +204,9 @@ async def test_identical_requests_on_two_replicas_make_one_llm_call(
     assert [r.status_code for r in responses] == [201] * 20
     assert llm.call_count == 1
     assert sum(not r.json()["cached"] for r in responses) == 1
+    assert metric("scorer_cache_misses_total") == misses + 1
+    shared = metric("scorer_coalesced_requests_total") + metric("scorer_cache_hits_total")
+    assert shared - shared_before == 19
 
 
 @pytest.mark.parametrize("backend_kind", ["redis"], indirect=True)
