@@ -12,8 +12,10 @@ import respx
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
+from service.config import Settings
 from service.database import utcnow
 from service.idempotency.models import IdempotencyKey
+from service.main import create_app
 from tests.conftest import ANALYZER_URL, LLM_BASE_URL, KeyMaker, analysis, completion, interview
 from tests.conftest import scores_content as content
 from tests.evaluations.test_create import stored_count
@@ -220,3 +222,22 @@ async def test_a_malformed_key_is_rejected(
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "header.Idempotency-Key"
     assert llm.call_count == 0
+
+
+async def test_a_retry_on_another_replica_is_a_replay(
+    settings: Settings, auth: dict[str, str], llm: respx.Route, app: FastAPI
+) -> None:
+    replica = create_app(settings)
+    headers = keyed(auth, "k-9")
+    async with (
+        replica.router.lifespan_context(replica),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as one,
+        httpx.AsyncClient(transport=httpx.ASGITransport(replica), base_url="http://b") as two,
+    ):
+        first = await one.post("/v1/evaluations", json=interview(), headers=headers)
+        retry = await two.post("/v1/evaluations", json=interview(), headers=headers)
+
+    assert retry.status_code == 201
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.json() == first.json()
+    assert await stored_count(app) == 1
