@@ -1,7 +1,7 @@
 """idempotency_key
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0004
 Create Date: 2026-11-23 22:32:02.429615
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import service.database
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -122,20 +122,29 @@ async def invalidate_reads(backend: ResilientBackend, *, evaluation_id: str | No
         )
 
 
+async def commit_then_invalidate(
+    session: AsyncSession, backend: ResilientBackend, *, evaluation_id: str | None
+) -> None:
+    """Commit a change to an evaluation, then make cached reads of it unreachable.
+
+    In this order: a reader between an invalidation and the commit would cache the old
+    state again under the new generation.
+    """
+    await session.commit()
+    await invalidate_reads(backend, evaluation_id=evaluation_id)
+
+
 async def erase_evaluation(
     session: AsyncSession, *, evaluation_id: str, scorer: Scorer, backend: ResilientBackend
 ) -> None:
     """Erase an evaluation, then every cache entry derived from it; 404 if there is none.
 
-    Committed here rather than by the session dependency: a reader between an early
-    invalidation and the commit would cache the evaluation again under the new generation.
     Idempotency records of the evaluation go with it (ON DELETE CASCADE).
     """
     evaluation = await repository.get_evaluation(session, evaluation_id)
     request = evaluation.request if evaluation is not None else None
     await evaluation_service.delete_evaluation(session, evaluation_id=evaluation_id)
-    await session.commit()
-    await invalidate_reads(backend, evaluation_id=evaluation_id)
+    await commit_then_invalidate(session, backend, evaluation_id=evaluation_id)
     if request is not None and isinstance(scorer, CachedScorer):
         try:
             payload = EvaluationCreate.model_validate(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from service.auth.dependencies import WriteKey
+from service.cache.reads import CacheDep, commit_then_invalidate
 from service.database import SessionDep
 from service.dependencies import SettingsDep
 from service.errors import problem_responses
@@ -29,10 +30,13 @@ async def create_review(
     api_key: WriteKey,
     settings: SettingsDep,
     response: Response,
+    cache: CacheDep,
 ) -> EvaluationRead:
     """Record a reviewer's adjusted scores and/or decision with a reason; history is kept."""
     evaluation = await review_service.create_review(
         session, evaluation_id=evaluation_id, payload=payload, api_key=api_key, settings=settings
     )
+    # Cached reads of the evaluation and the list would show it without the review.
+    await commit_then_invalidate(session, cache, evaluation_id=evaluation_id)
     response.headers["Location"] = f"{router.prefix}/{evaluation_id}"
     return evaluation

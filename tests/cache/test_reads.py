@@ -88,6 +88,25 @@ async def test_a_new_evaluation_appears_in_a_cached_list(
     assert [e["id"] for e in relisted.json()["items"]] == [second.json()["id"], first["id"]]
 
 
+async def test_a_review_is_shown_by_cached_reads_at_once(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route
+) -> None:
+    created = (await client.post("/v1/evaluations", json=interview(), headers=auth)).json()
+    url = f"/v1/evaluations/{created['id']}"
+    await client.get(url, headers=auth)
+    await client.get("/v1/evaluations", headers=auth)
+    assert (await client.get(url, headers=auth)).json()["review"] is None
+
+    reviewed = await client.post(
+        f"{url}/reviews", json={"decision": "no_hire", "reason": "second opinion"}, headers=auth
+    )
+
+    assert reviewed.status_code == 201
+    assert (await client.get(url, headers=auth)).json()["review"]["reason"] == "second opinion"
+    listed = (await client.get("/v1/evaluations", headers=auth)).json()["items"]
+    assert listed[0]["review"]["reason"] == "second opinion"
+
+
 async def test_a_deleted_evaluation_is_gone_from_every_cache(
     client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route
 ) -> None:

@@ -68,7 +68,12 @@ async def test_a_repeat_is_served_from_the_cache_without_upstream_calls(
 @pytest.mark.parametrize(
     "change",
     [
-        {"transcript": [{"question": "Why Python?", "answer": "For CPU-bound work the event"}]},
+        {
+            "transcript": [
+                {**turn, "answer": turn["answer"] + " Threads also help with blocking libraries."}
+                for turn in interview()["transcript"]
+            ]
+        },
         {"position": {"title": "Staff Engineer", "level": "senior"}},
         {"rubric": {"criteria": [{"key": "technical_depth", "description": "Depth"}]}},
         {"portfolio": {"url": "https://github.com/someone-else"}},
