@@ -73,6 +73,8 @@ class RedisServer:
         """Empty the server between tests (restarting it if a test left it stopped)."""
         if self.process is None:
             self.start()
+        else:
+            self.resume()  # a failed test may have left it paused
         client = redis.Redis(port=self.port)
         try:
             client.flushall()
