@@ -80,6 +80,7 @@ class ResilientBackend(Backend):
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._lost_invalidation = False
+        self._pending_clears: list[tuple[str | None, str | None]] = []
 
     @property
     def kind(self) -> Literal["redis", "memory"]:
@@ -92,18 +93,28 @@ class ResilientBackend(Backend):
         return self._down_since is not None
 
     async def _call(self, op: Callable[[], Awaitable[T]], default: T, *, writes: bool) -> T:
-        if self._down_since is not None and time.monotonic() < self._retry_at:
+        if self._down_since is not None and not await self._probe():
             if writes:
                 self._lost_invalidation = True
             return default
         try:
-            result = await op()
+            return await op()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc, lost_invalidation=writes)
             return default
-        if self._down_since is not None:
-            await self._recovered()
-        return result
+
+    async def _probe(self) -> bool:
+        # During an outage: at most one probe per RETRY_AFTER_S, and on success the missed
+        # erasures are redone before anything is read from Redis again.
+        if time.monotonic() < self._retry_at or self.redis is None:
+            return False
+        try:
+            await _ping(self.redis)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc, lost_invalidation=False)
+            return False
+        await self._recovered()
+        return True
 
     def _failed(self, exc: BaseException, *, lost_invalidation: bool) -> None:
         self._retry_at = time.monotonic() + RETRY_AFTER_S
@@ -119,9 +130,13 @@ class ResilientBackend(Backend):
         down_for = time.monotonic() - (self._down_since or time.monotonic())
         self._down_since = None
         logger.info("cache available again", extra={"down_s": round(down_for, 1)})
+        # Erasures during the outage could not reach Redis: redo them before anything is
+        # served from it, so that a deleted evaluation cannot come back with Redis. Cached
+        # reads are keyed by generations whose bump was lost, so they all go.
+        pending, self._pending_clears = self._pending_clears, []
+        for namespace, key in pending:
+            await self.clear(namespace, key)
         if self._lost_invalidation:
-            # An erasure during the outage could not reach the cached reads: drop them all,
-            # so that a deleted evaluation cannot come back with Redis.
             self._lost_invalidation = False
             await self.clear_prefix(READS_PREFIX)
 
@@ -146,8 +161,12 @@ class ResilientBackend(Backend):
         await self._call(lambda: self._inner.set(key, value, expire), None, writes=False)
 
     async def clear(self, namespace: str | None = None, key: str | None = None) -> int:
-        """Remove a key or a namespace; a failure is remembered and redone on recovery."""
-        return await self._call(lambda: self._inner.clear(namespace, key), 0, writes=True)
+        """Remove a key or a namespace; a removal that fails is redone on recovery."""
+        removed = await self._call(lambda: self._inner.clear(namespace, key), None, writes=False)
+        if removed is None:
+            self._pending_clears.append((namespace, key))
+            return 0
+        return removed
 
     async def invalidate(self, key: str, value: bytes, expire: int) -> None:
         """Overwrite a key that readers depend on; a failure is made up for on recovery."""
