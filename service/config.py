@@ -127,6 +127,29 @@ class Settings(BaseSettings):
         """Whether the database is SQLite."""
         return self.database_url.startswith("sqlite")
 
+    # --- Emails (service/notifications): the outbox's delivery, retries and sweeper. ---
+    email_max_attempts: int = Field(default=8, ge=1, le=100)
+    # A claimed mail not marked sent within the lease is claimed again by a sweeper; each
+    # send is cut off at half the lease so that the lease outlives it.
+    email_lease_s: float = Field(default=120.0, gt=0)
+    email_sweeper: bool = True
+    email_sweep_interval_s: float = Field(default=10.0, gt=0)
+    email_sweep_batch: int = Field(default=20, ge=1, le=1000)
+    email_backoff_base_s: float = Field(default=30.0, gt=0)
+    email_backoff_cap_s: float = Field(default=3600.0, gt=0)
+    email_shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # A CA bundle to verify the SMTP server with (a private CA); the system's otherwise.
+    smtp_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_email(self) -> Settings:
+        if self.email_lease_s / 2 <= self.smtp_timeout_s and self.email_backend == "smtp":
+            raise ValueError(
+                "SCORER_EMAIL_LEASE_S must be more than twice SCORER_SMTP_TIMEOUT_S, "
+                "or a slow send could be claimed and sent again"
+            )
+        return self
+
 
 class SettingsError(Exception):
     """A setting is missing or wrong; the message is one line naming the variable."""

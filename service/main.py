@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
 from service import __version__
+from service.cache.reads import invalidate_reads
 from service.cache.result import CachedScorer
 from service.cache.setup import close_cache, open_cache
 from service.config import Settings, load_settings
@@ -19,6 +20,8 @@ from service.errors import Problem, install_error_handlers, problem_response
 from service.evaluations.router import router as evaluations_router
 from service.http import BodySizeLimit, build_http_client
 from service.llm.client import LLMClient
+from service.notifications.delivery import Deliverer
+from service.notifications.sender import build_sender
 from service.portfolio.client import PortfolioAnalyzer
 from service.reviews.router import router as reviews_router
 
@@ -47,9 +50,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Caching (issue 3): the scorer answers repeats from the cache and coalesces.
         cache = await open_cache(app, settings)
         app.state.scorer = CachedScorer(settings=settings, llm=llm, analyzer=analyzer, cache=cache)
+
+        # Emails (service/notifications): the outbox's deliverer and its sweeper; a mail's new
+        # status makes the evaluation's cached reads stale.
+        async def on_change(evaluation_id: str) -> None:
+            await invalidate_reads(cache, evaluation_id=evaluation_id)
+
+        deliverer = Deliverer(
+            settings=settings,
+            sessionmaker=app.state.sessionmaker,
+            sender=build_sender(settings),
+            on_change=on_change,
+        )
+        app.state.deliverer = deliverer
+        deliverer.start()
         try:
             yield
         finally:
+            await deliverer.stop()
             await close_cache(app)
             await http_client.aclose()
             await engine.dispose()

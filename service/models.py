@@ -4,6 +4,7 @@ from service.auth.models import ApiKey
 from service.database import Base
 from service.evaluations.models import Evaluation
 from service.idempotency.models import IdempotencyKey
+from service.notifications.outbox import OutboxMessage
 from service.reviews.models import EvaluationReview
 
-__all__ = ["ApiKey", "Base", "Evaluation", "EvaluationReview", "IdempotencyKey"]
+__all__ = ["ApiKey", "Base", "Evaluation", "EvaluationReview", "IdempotencyKey", "OutboxMessage"]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from service.database import Base, UTCDateTime, new_id, utcnow
 
 if TYPE_CHECKING:
+    from service.notifications.outbox import OutboxMessage
     from service.reviews.models import EvaluationReview
 
 
@@ -58,5 +59,13 @@ class Evaluation(Base):
         lazy="selectin",
         order_by="EvaluationReview.created_at",
         cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    # Follow-up emails (service/notifications), loaded with the evaluation in one more query
+    # per batch of evaluations; the database clears the link when the evaluation is deleted.
+    outbox_messages: Mapped[list[OutboxMessage]] = relationship(
+        lazy="selectin",
+        order_by="[OutboxMessage.created_at, OutboxMessage.id]",
         passive_deletes=True,
     )

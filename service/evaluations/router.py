@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, status
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
 from service.cache.reads import (
@@ -22,6 +22,7 @@ from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
 from service.idempotency.dependency import IdempotencyDep, replay_response
 from service.idempotency.service import Replay
+from service.notifications.delivery import DelivererDep
 
 router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
 
@@ -44,6 +45,8 @@ async def create_evaluation(
     response: Response,
     idempotency: IdempotencyDep,
     cache: CacheDep,
+    background_tasks: BackgroundTasks,
+    deliverer: DelivererDep,
 ) -> Any:
     """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it."""
 
@@ -56,9 +59,13 @@ async def create_evaluation(
         session, api_key=api_key, payload=payload, action=score, status=status.HTTP_201_CREATED
     )
     if isinstance(outcome, Replay):
+        # A replay sends no new email: the first request's are already in the outbox.
         return replay_response(outcome, location=f"{router.prefix}/{outcome.body['id']}")
     await invalidate_reads(cache, evaluation_id=None)
     response.headers["Location"] = f"{router.prefix}/{outcome.id}"
+    if outcome.notifications:
+        # Runs after the response, hence after the session dependency committed the rows.
+        background_tasks.add_task(deliverer.deliver_evaluation, outcome.id)
     return outcome
 
 

@@ -241,8 +241,12 @@ class NotificationRead(BaseModel):
     """A follow-up email and its delivery status."""
 
     to: str
-    kind: str
-    status: str
+    kind: Literal["candidate_follow_up", "recruiter_summary"]
+    status: Literal["queued", "sending", "sent", "failed", "cancelled"] = Field(
+        description="failed with a next_attempt_at is retried then; without one, given up"
+    )
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
 
 
 EXAMPLE_EVALUATION: dict[str, Any] = {

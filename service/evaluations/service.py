@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.models import ApiKey
 from service.config import Settings
-from service.database import utcnow
+from service.database import new_id, utcnow
 from service.errors import NotFound
 from service.evaluations import repository
 from service.evaluations.models import Evaluation
@@ -17,6 +17,7 @@ from service.evaluations.schemas import (
     EvaluationCreate,
     EvaluationPage,
     EvaluationRead,
+    NotificationRead,
     PositionRead,
     ProvenanceRead,
 )
@@ -27,6 +28,8 @@ from service.evaluations.scoring import (
     overall_score,
     recommendation,
 )
+from service.notifications import outbox
+from service.notifications.follow_ups import enqueue_follow_ups
 from service.reviews.views import review_fields
 
 
@@ -64,6 +67,8 @@ def apply_result(evaluation: Evaluation, result: ScoringResult, *, settings: Set
 def new_evaluation(payload: EvaluationCreate, *, api_key: ApiKey) -> Evaluation:
     """A pending evaluation of `payload`, not yet added to a session."""
     return Evaluation(
+        # Set here rather than at flush: the follow-up emails link to it before the flush.
+        id=new_id(),
         status="pending",
         api_key_id=api_key.id,
         candidate_name=payload.candidate.name,
@@ -91,6 +96,8 @@ async def create_evaluation(
     evaluation = new_evaluation(payload, api_key=api_key)
     apply_result(evaluation, result, settings=settings)
     session.add(evaluation)
+    # In the same transaction as the evaluation: both are stored, or neither.
+    enqueue_follow_ups(evaluation, payload=payload, settings=settings)
     await session.flush()
     return to_read(evaluation)
 
@@ -143,7 +150,8 @@ async def list_evaluations(
 
 
 async def delete_evaluation(session: AsyncSession, *, evaluation_id: str) -> None:
-    """Erase an evaluation, or 404."""
+    """Erase an evaluation, or 404; its unsent emails are cancelled and their contents erased."""
+    await outbox.cancel_for_evaluation(session, evaluation_id=evaluation_id)
     if not await repository.delete_evaluation(session, evaluation_id):
         raise NotFound(f"No evaluation {evaluation_id}.")
 
@@ -174,6 +182,16 @@ def to_read(evaluation: Evaluation) -> EvaluationRead:
             "prompt_version": evaluation.prompt_version,
             "usage": result.get("usage") or {},
             "cached": evaluation.cached,
+            "notifications": [
+                NotificationRead(
+                    to=m.recipient,
+                    kind=m.kind,
+                    status=m.status,
+                    attempts=m.attempts,
+                    next_attempt_at=m.next_attempt_at if m.status == "failed" else None,
+                )
+                for m in evaluation.outbox_messages
+            ],
             "timings_ms": result.get("timings_ms") or {},
             "error": evaluation.error,
             "created_at": evaluation.created_at,

@@ -1,0 +1,1 @@
+"""Follow-up emails: a durable outbox, its delivery, the backends and the templates."""

@@ -1,0 +1,271 @@
+"""The durable outbox: one row per outgoing message, and the claim/lease/backoff machinery.
+
+A row is written in the same transaction as what it follows up on, so that nothing is sent for
+an evaluation that was never stored and nothing stored goes unsent. Deliverers claim due rows
+(status `sending`, a lease in `claimed_until` and a fresh `claim_token`), send them without
+holding a database connection, and mark them `sent` or `failed` only while they still own the
+claim. The machinery does not depend on the channel: email today, webhooks can share it.
+
+Statuses: `queued` (waiting for its first attempt), `sending` (claimed, leased), `sent`,
+`failed` (the last attempt failed: retried at `next_attempt_at`, or given up when that is
+null) and `cancelled` (its evaluation was deleted before it went out).
+
+Erasure: deleting an evaluation cancels its unsent rows and erases the personal data of all of
+its rows (recipient, subject, bodies) while keeping them as tombstones (id, kind, status,
+Message-ID, attempts), so that a sweeper holding a claim finds the row cancelled and sends
+nothing, and the outbox still records that a mail went out. A sweeper checks its claim just
+before handing a mail over; a delete that commits in the few milliseconds between that check
+and the end of the SMTP conversation cannot recall a mail already on the wire.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.database import Base, UTCDateTime, new_id, utcnow
+
+OutboxStatus = Literal["queued", "sending", "sent", "failed", "cancelled"]
+MAX_ERROR_CHARS = 300
+
+
+class OutboxMessage(Base):
+    """One outgoing message, rendered at enqueue time, with its delivery state."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        Index("ix_outbox_message_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_outbox_message_evaluation_id", "evaluation_id"),
+        Index("ix_outbox_message_claim_token", "claim_token"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    channel: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    evaluation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("evaluation.id", ondelete="SET NULL"), default=None
+    )
+    recipient: Mapped[str] = mapped_column(String(320))
+    # Rendered when enqueued, so that a template change or a restart never alters a queued mail.
+    subject: Mapped[str] = mapped_column(String(500))
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text, default=None)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    claim_token: Mapped[str | None] = mapped_column(String(36), default=None)
+    # The error's type and short text: never a body.
+    last_error: Mapped[str | None] = mapped_column(String(MAX_ERROR_CHARS), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+def _due(now: datetime, *, max_attempts: int) -> ColumnElement[bool]:
+    """Rows a deliverer may claim: waiting and due, or sending past their lease."""
+    return and_(
+        OutboxMessage.attempts < max_attempts,
+        or_(
+            and_(
+                OutboxMessage.status.in_(("queued", "failed")),
+                OutboxMessage.next_attempt_at <= now,
+            ),
+            and_(OutboxMessage.status == "sending", OutboxMessage.claimed_until < now),
+        ),
+    )
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    token: str,
+    lease_s: float,
+    limit: int,
+    max_attempts: int,
+    evaluation_id: str | None = None,
+    channel: str | None = None,
+) -> list[OutboxMessage]:
+    """Claim up to `limit` due rows under `token` and return them; one short transaction.
+
+    On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so concurrent
+    claimers take disjoint rows; SQLite ignores the clause, and its single writer plus the
+    repeated condition in the UPDATE make the claim conditional: a row another claimer took
+    first no longer matches and is not taken twice.
+    """
+    now = utcnow()
+    due = _due(now, max_attempts=max_attempts)
+    if evaluation_id is not None:
+        due = and_(due, OutboxMessage.evaluation_id == evaluation_id)
+    if channel is not None:
+        due = and_(due, OutboxMessage.channel == channel)
+    candidates = (
+        select(OutboxMessage.id)
+        .where(due)
+        .order_by(OutboxMessage.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(candidates), due)
+        .values(
+            status="sending",
+            claim_token=token,
+            claimed_until=now + timedelta(seconds=lease_s),
+            attempts=OutboxMessage.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = await session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.claim_token == token, OutboxMessage.status == "sending")
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def still_claimed(session: AsyncSession, *, message_id: str, token: str) -> bool:
+    """Whether the row is still ours to send (not cancelled, not re-claimed)."""
+    found = await session.scalar(
+        select(OutboxMessage.id).where(
+            OutboxMessage.id == message_id,
+            OutboxMessage.claim_token == token,
+            OutboxMessage.status == "sending",
+        )
+    )
+    return found is not None
+
+
+def _owned(message_id: str, token: str) -> ColumnElement[bool]:
+    return and_(
+        OutboxMessage.id == message_id,
+        OutboxMessage.claim_token == token,
+        OutboxMessage.status == "sending",
+    )
+
+
+async def mark_sent(session: AsyncSession, *, message_id: str, token: str) -> bool:
+    """Record a delivery, if the claim is still ours; whether it was."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(_owned(message_id, token))
+        .values(
+            status="sent",
+            sent_at=utcnow(),
+            claim_token=None,
+            claimed_until=None,
+            next_attempt_at=None,
+            last_error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def backoff_delay(attempts: int, *, base_s: float, cap_s: float) -> float:
+    """Exponential backoff with equal jitter: half the delay fixed, half random."""
+    delay = min(cap_s, base_s * 2.0 ** max(attempts - 1, 0))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+async def mark_failed(
+    session: AsyncSession,
+    *,
+    message_id: str,
+    token: str,
+    error: str,
+    retry_in_s: float | None,
+) -> bool:
+    """Record a failed attempt: retried in `retry_in_s`, or given up when None."""
+    next_attempt = None if retry_in_s is None else utcnow() + timedelta(seconds=retry_in_s)
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(_owned(message_id, token))
+        .values(
+            status="failed",
+            claim_token=None,
+            claimed_until=None,
+            next_attempt_at=next_attempt,
+            last_error=error[:MAX_ERROR_CHARS],
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def release(session: AsyncSession, *, tokens: Iterable[str]) -> int:
+    """Put rows claimed under `tokens` back in the queue, the interrupted attempt uncounted."""
+    tokens = list(tokens)
+    if not tokens:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.claim_token.in_(tokens), OutboxMessage.status == "sending")
+        .values(
+            status="queued",
+            claim_token=None,
+            claimed_until=None,
+            next_attempt_at=utcnow(),
+            attempts=OutboxMessage.attempts - 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def give_up_expired(session: AsyncSession, *, max_attempts: int) -> int:
+    """Give up rows whose lease expired on their last allowed attempt (their sender died)."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.status == "sending",
+            OutboxMessage.claimed_until < utcnow(),
+            OutboxMessage.attempts >= max_attempts,
+        )
+        .values(
+            status="failed",
+            claim_token=None,
+            claimed_until=None,
+            next_attempt_at=None,
+            last_error="lease expired on the last attempt",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def cancel_for_evaluation(session: AsyncSession, *, evaluation_id: str) -> None:
+    """Cancel an evaluation's unsent rows and erase the personal data of all its rows."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.evaluation_id == evaluation_id,
+            OutboxMessage.status.not_in(("sent", "cancelled")),
+        )
+        .values(status="cancelled", claim_token=None, claimed_until=None, next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.evaluation_id == evaluation_id)
+        .values(evaluation_id=None, recipient="", subject="", text_body="", html_body=None)
+        .execution_options(synchronize_session=False)
+    )
