@@ -78,6 +78,8 @@ def new_evaluation(payload: EvaluationCreate, *, api_key: ApiKey) -> Evaluation:
         position_level=payload.position.level,
         request=payload.model_dump(mode="json"),
         created_at=utcnow(),
+        # Known empty, so that reading it never needs a query (there is none to await).
+        outbox_messages=[],
     )
 
 

@@ -9,8 +9,11 @@ import ssl
 import sys
 import tempfile
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Protocol
 
@@ -54,19 +57,31 @@ def sender_domain(email_from: str) -> str:
     return address.rpartition("@")[2] or "localhost"
 
 
-def build_message(mail: Mail) -> EmailMessage:
-    """The MIME message: text, and HTML as its alternative."""
-    message = EmailMessage()
-    message["From"] = mail.sender
+def build_message(mail: Mail) -> Message:
+    """The MIME message: text, and HTML as its alternative.
+
+    Built with the compat32 classes: the modern policy's header folding drops the space between
+    two encoded words (CPython 3.11), which mangles long non-ASCII subjects such as Korean ones.
+    """
+    message: Message
+    if mail.html is None:
+        message = MIMEText(mail.text, "plain", "utf-8")
+    else:
+        message = MIMEMultipart("alternative")
+        message.attach(MIMEText(mail.text, "plain", "utf-8"))
+        message.attach(MIMEText(mail.html, "html", "utf-8"))
+    name, address = parseaddr(mail.sender)
+    message["From"] = formataddr((name, address), charset="utf-8")
     message["To"] = mail.recipient
-    message["Subject"] = mail.subject
+    if mail.subject.isascii():
+        message["Subject"] = mail.subject
+    else:
+        # compat32 messages take Header objects; typeshed only knows str.
+        message["Subject"] = Header(mail.subject, "utf-8")  # type: ignore[assignment]
     message["Message-ID"] = mail.message_id
     message["Date"] = format_datetime(utcnow())
     # Tells autoresponders not to answer (RFC 3834).
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(mail.text)
-    if mail.html is not None:
-        message.add_alternative(mail.html, subtype="html")
     return message
 
 
