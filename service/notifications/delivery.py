@@ -122,6 +122,8 @@ class Deliverer:
         except TimeoutError:
             error = DeliveryError("timed out")
         except Exception as exc:
+            # Unexpected: the traceback helps, and carries no mail (frames are not logged).
+            log.warning("email backend error", exc_info=True, extra=context)
             error = DeliveryError(f"{type(exc).__name__}")
         if error is None:
             # Shielded: a mail that went out is recorded even when shutdown cancels us now.

@@ -53,13 +53,14 @@ class Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = BytesParser(policy=default).parsebytes(envelope.original_content)
         assert isinstance(message, EmailMessage)
-        login = session.login_data.login if session.login_data else None
+        login = session.auth_data.login if session.authenticated else None
         with self._lock:
             self.received.append(
                 Received(
                     helo=session.host_name,
                     esmtp=session.extended_smtp,
-                    tls=session.ssl is not None,
+                    tls=session.ssl is not None
+                    or server.transport.get_extra_info("ssl_object") is not None,
                     login=login,
                     mail_from=envelope.mail_from,
                     rcpt_tos=list(envelope.rcpt_tos),
@@ -89,7 +90,7 @@ def _authenticate(
         USERNAME.encode(),
         PASSWORD.encode(),
     )
-    return AuthResult(success=ok, handled=False)
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 
 class SmtpServer:
@@ -117,6 +118,8 @@ class SmtpServer:
                 "ssl_context": self.server_context,
                 "authenticator": _authenticate,
                 "auth_required": True,
+                # aiosmtpd only counts STARTTLS as TLS for AUTH; this connection is TLS anyway.
+                "auth_require_tls": False,
             }
         self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **kwargs)
         self._controller.start()
