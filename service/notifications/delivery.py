@@ -49,7 +49,6 @@ class Deliverer:
         self._inflight: set[asyncio.Task[int]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
 
     async def deliver_evaluation(self, evaluation_id: str) -> None:
         """Send an evaluation's due mails now (the fast path after the response)."""
@@ -175,15 +174,13 @@ class Deliverer:
                 claimed = 0
             if claimed >= self.settings.email_sweep_batch:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
-                    await self._wake.wait()
+                    await self._stopping.wait()
 
     async def stop(self) -> None:
         """Stop: deliveries in flight get a grace period to finish, then hand their claims back."""
         self._stopping.set()
-        self._wake.set()
         tasks: list[asyncio.Task[Any]] = [*self._inflight]
         if self._sweeper is not None:
             tasks.append(self._sweeper)
