@@ -21,7 +21,7 @@ and the end of the SMTP conversation cannot recall a mail already on the wire.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -30,6 +30,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Select,
     String,
     Text,
     and_,
@@ -106,9 +107,8 @@ async def claim(
     """Claim up to `limit` due rows under `token` and return them; one short transaction.
 
     On PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED, so concurrent
-    claimers take disjoint rows; SQLite ignores the clause, and its single writer plus the
-    repeated condition in the UPDATE make the claim conditional: a row another claimer took
-    first no longer matches and is not taken twice.
+    claimers take disjoint rows. On SQLite the claim is one conditional UPDATE: the due
+    condition is repeated on the rows it updates, and SQLite's single writer serialises it.
     """
     now = utcnow()
     due = _due(now, max_attempts=max_attempts)
@@ -117,15 +117,21 @@ async def claim(
     if channel is not None:
         due = and_(due, OutboxMessage.channel == channel)
     candidates = (
-        select(OutboxMessage.id)
-        .where(due)
-        .order_by(OutboxMessage.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        select(OutboxMessage.id).where(due).order_by(OutboxMessage.next_attempt_at).limit(limit)
     )
+    chosen: Sequence[str] | Select[str]
+    if session.get_bind().dialect.name == "postgresql":
+        # Selected first, not `id IN (subquery)`: PostgreSQL may rerun such a subquery for
+        # each row, each run skipping the rows just updated, and claim far more than `limit`.
+        chosen = list(await session.scalars(candidates.with_for_update(skip_locked=True)))
+        if not chosen:
+            return []
+    else:
+        # One statement: SQLite's write lock makes the pick and the claim atomic.
+        chosen = candidates
     await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(candidates), due)
+        .where(OutboxMessage.id.in_(chosen), due)
         .values(
             status="sending",
             claim_token=token,

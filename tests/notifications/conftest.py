@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 import ssl
+import subprocess
+import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +25,16 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from service.migrate import upgrade
 from service.notifications.outbox import OutboxMessage
-from tests.conftest import ANALYZER_URL, LLM_BASE_URL, analysis, completion, scores_content
+from tests.conftest import (
+    ANALYZER_URL,
+    LLM_BASE_URL,
+    analysis,
+    completion,
+    scores_content,
+    server_unavailable,
+)
 
 CHAT = f"{LLM_BASE_URL}/chat/completions"
 ANALYZE = f"{ANALYZER_URL}/analyze"
@@ -49,8 +62,14 @@ class Inbox:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self._lock = threading.Lock()
+        # A slow server: DATA is answered after `delay_s`; `in_data` is set when DATA begins.
+        self.delay_s = 0.0
+        self.in_data = threading.Event()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.in_data.set()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         message = BytesParser(policy=default).parsebytes(envelope.original_content)
         assert isinstance(message, EmailMessage)
         login = session.auth_data.login if session.authenticated else None
@@ -181,3 +200,60 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within_s: float = 
     async with asyncio.timeout(within_s):
         while not await check():  # noqa: ASYNC110 (polls the database, no event to wait on)
             await asyncio.sleep(0.02)
+
+
+INITDB_OPTIONS = ["-U", "scorer", "--auth=trust", "-E", "UTF8", "--no-sync"]
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server on a free loopback port, migrated; its asyncpg URL."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        server_unavailable("PostgreSQL (initdb) is not installed")
+        return
+    # PostgreSQL refuses to run as root: run it as the postgres user then.
+    as_user: list[str] = []
+    data = Path(tempfile.mkdtemp(prefix="scorer-pg-"))
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            server_unavailable("running as root without runuser")
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    db = data / "db"
+    start = ["-o", f"-p {port} -h 127.0.0.1 -k {data} -F", "-w", "start"]
+    try:
+        subprocess.run(
+            [*as_user, str(bin_dir / "initdb"), "-D", str(db), *INITDB_OPTIONS],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(db), "-l", str(data / "log"), *start],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        shutil.rmtree(data, ignore_errors=True)
+        server_unavailable(f"PostgreSQL did not start: {exc}")
+        return
+    url = f"postgresql+asyncpg://scorer@127.0.0.1:{port}/postgres"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(db), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(data, ignore_errors=True)
