@@ -4,7 +4,8 @@ The background task after a POST is only the fast path: it dies with the process
 started in lifespan, picks up rows that are queued (a crash before the fast path ran), failed
 and due again (backoff with jitter), or claimed by a sender whose lease expired (a crash while
 sending). No database connection is held while a mail is being sent: each claim and each mark
-is its own short transaction.
+is its own short transaction. Logs name rows by id and errors by type: never a recipient, a
+subject or a body.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ class Deliverer:
         task.add_done_callback(self._inflight.discard)
         try:
             await asyncio.shield(task)
-        except Exception:
+        except Exception as exc:
             # The rows stay in the outbox; the sweeper retries them.
-            log.exception("outbox delivery failed", extra={"evaluation_id": evaluation_id})
+            log.error(
+                "outbox delivery failed",
+                extra={"evaluation_id": evaluation_id, "error_type": type(exc).__name__},
+            )
 
     async def sweep_once(self) -> int:
         """Send one batch of due rows; how many were claimed."""
@@ -88,7 +92,13 @@ class Deliverer:
                     channel="email",
                 )
             if rows:
-                await asyncio.gather(*(self._send(row, token) for row in rows))
+                results = await asyncio.gather(
+                    *(self._send(row, token) for row in rows), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, Exception):
+                        # Left claimed: the lease runs out and a sweeper takes the row again.
+                        log.error("outbox send failed", extra={"error_type": type(result).__name__})
             return len(rows)
         except asyncio.CancelledError:
             # Shutting down mid-send: give the rows back rather than wait for the lease.
@@ -121,8 +131,7 @@ class Deliverer:
         except TimeoutError:
             error = DeliveryError("timed out")
         except Exception as exc:
-            # Unexpected: the traceback helps, and carries no mail (frames are not logged).
-            log.warning("email backend error", exc_info=True, extra=context)
+            # Only the type: an unexpected error's text may quote the mail.
             error = DeliveryError(f"{type(exc).__name__}")
         if error is None:
             # Shielded: a mail that went out is recorded even when shutdown cancels us now.
@@ -169,8 +178,9 @@ class Deliverer:
         while not self._stopping.is_set():
             try:
                 claimed = await self.sweep_once()
-            except Exception:
-                log.exception("outbox sweep failed")
+            except Exception as exc:
+                # Only the type: a database error's text carries the statement's parameters.
+                log.error("outbox sweep failed", extra={"error_type": type(exc).__name__})
                 claimed = 0
             if claimed >= self.settings.email_sweep_batch:
                 continue

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from service.auth.service import create_api_key
-from service.config import Settings
+from service.config import Settings, SettingsError, load_settings
 from service.main import create_app
 from tests.conftest import interview
 from tests.notifications.conftest import (
@@ -163,3 +163,17 @@ async def test_a_wrong_password_keeps_the_mail_queued_for_retry(
         assert row.last_error is not None
         assert "535" in row.last_error
     assert tls_server.inbox.received == []
+
+
+def test_a_lease_shorter_than_a_send_is_refused_at_start() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(
+            _env_file=None,
+            llm_provider="simulated",
+            email_backend="smtp",
+            smtp_timeout_s=30,
+            email_lease_s=40,
+        )
+    message = str(raised.value)
+    assert "SCORER_EMAIL_LEASE_S" in message
+    assert "\n" not in message
