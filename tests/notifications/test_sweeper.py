@@ -81,8 +81,10 @@ async def _claims_are_disjoint(settings: Settings) -> None:
         claimed = Counter(id_ for taken in results for id_ in taken)
         assert set(claimed) == ids
         assert set(claimed.values()) == {1}
-        # Several claimers really took part.
-        assert sum(1 for taken in results if taken) > 1, [len(t) for t in results]
+        if not settings.is_sqlite:
+            # Several claimers really took part. (SQLite's busy handler is not fair: one
+            # claimer may win the lock every time, which is slower but still correct.)
+            assert sum(1 for taken in results if taken) > 1, [len(t) for t in results]
     finally:
         await engine.dispose()
 
