@@ -418,12 +418,19 @@ async def test_logs_carry_no_mail_content(
     marker = "ZQXMARKER"
     body = interview(
         candidate={"name": f"Jane {marker}", "email": f"{marker.lower()}@example.com"},
-        transcript=[{"question": "Why?", "answer": f"Because {marker} matters"}],
+        transcript=[
+            {
+                "question": "When would you not use asyncio?",
+                "answer": f"For CPU-bound work the event loop gives nothing; {marker} would use "
+                "processes, and keep asyncio for waiting on the network.",
+            }
+        ],
         notify={"candidate": True, "recruiters": [f"{marker.lower()}.lead@example.com"]},
     )
     caplog.set_level(logging.DEBUG)
     smtp_server.stop()
-    await client.post("/v1/evaluations", json=body, headers=auth)
+    created = await client.post("/v1/evaluations", json=body, headers=auth)
+    assert created.status_code == 201, created.text
     smtp_server.start()
     deliverer: Deliverer = app.state.deliverer
 
