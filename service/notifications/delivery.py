@@ -175,18 +175,25 @@ class Deliverer:
 
     async def _sweep_forever(self) -> None:
         interval = self.settings.email_sweep_interval_s
-        while not self._stopping.is_set():
-            try:
-                claimed = await self.sweep_once()
-            except Exception as exc:
-                # Only the type: a database error's text carries the statement's parameters.
-                log.error("outbox sweep failed", extra={"error_type": type(exc).__name__})
-                claimed = 0
-            if claimed >= self.settings.email_sweep_batch:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._stopping.wait()
+        # The first sweep waits one interval too: replicas starting together do not sweep
+        # together, and a request's own fast path goes first.
+        while not await self._sleep(interval):
+            # A full batch means more may be due: sweep again at once.
+            claimed = batch = self.settings.email_sweep_batch
+            while claimed >= batch and not self._stopping.is_set():
+                try:
+                    claimed = await self.sweep_once()
+                except Exception as exc:
+                    # Only the type: a database error's text carries the statement's parameters.
+                    log.error("outbox sweep failed", extra={"error_type": type(exc).__name__})
+                    claimed = 0
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait `seconds`, or less when stopping; whether stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
 
     async def stop(self) -> None:
         """Stop: deliveries in flight get a grace period to finish, then hand their claims back."""

@@ -462,3 +462,29 @@ def test_configured_logging_silences_statement_logs() -> None:
         root.handlers[:] = handlers
         root.setLevel(level)
         logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
+
+
+async def test_a_delivery_refreshes_the_cached_read_of_its_evaluation(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    scoring: respx.MockRouter,
+    smtp_server: SmtpServer,
+    app: FastAPI,
+) -> None:
+    smtp_server.stop()
+    response = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    url = f"/v1/evaluations/{response.json()['id']}"
+    await client.get(url, headers=auth)
+    cached = await client.get(url, headers=auth)
+    assert cached.headers["x-fastapi-cache"] == "HIT"
+    assert [n["status"] for n in cached.json()["notifications"]] == ["failed", "failed"]
+
+    smtp_server.start()
+    deliverer: Deliverer = app.state.deliverer
+
+    async def all_sent() -> bool:
+        await deliverer.sweep_once()
+        return all(row.status == "sent" for row in await outbox_rows(app))
+
+    await eventually(all_sent)
+    assert await statuses(client, auth, response.json()["id"]) == ["sent", "sent"]
