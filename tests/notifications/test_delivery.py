@@ -488,3 +488,20 @@ async def test_a_delivery_refreshes_the_cached_read_of_its_evaluation(
 
     await eventually(all_sent)
     assert await statuses(client, auth, response.json()["id"]) == ["sent", "sent"]
+
+
+async def test_an_idempotent_replay_sends_no_new_mail(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    scoring: respx.MockRouter,
+    smtp_server: SmtpServer,
+    app: FastAPI,
+) -> None:
+    headers = {**auth, "Idempotency-Key": "mail-once-1"}
+    first = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    again = await client.post("/v1/evaluations", json=interview(), headers=headers)
+
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert len(await outbox_rows(app)) == 2
+    assert sorted(r.rcpt_tos[0] for r in smtp_server.inbox.received) == [CANDIDATE, RECRUITER]
