@@ -77,13 +77,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """The async engine for the configured database."""
+    """The async engine for the configured database.
+
+    Errors never echo their parameters: they would carry transcripts and emails into logs."""
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.database_url,
             pool_size=settings.database_pool_size,
             max_overflow=0,
             pool_timeout=120,
+            hide_parameters=True,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -93,6 +96,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.database_pool_size,
         pool_timeout=120,
         pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 
