@@ -21,13 +21,17 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check service tests migrations
-	$(BIN)/ruff check service tests migrations
+	$(BIN)/ruff format --check service tests migrations bench
+	$(BIN)/ruff check service tests migrations bench
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format service tests migrations
-	$(BIN)/ruff check --fix service tests migrations
+	$(BIN)/ruff format service tests migrations bench
+	$(BIN)/ruff check --fix service tests migrations bench
+
+# The throughput benchmark (README.md, Performance): a few minutes on 2 cores; BENCH_ARGS=--help.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The golden interviews against a real model: make eval LLM_BASE_URL=... [LLM_API_KEY=...]
 # [LLM_MODEL=...]; prints agreement with the expected ranges (tests/golden/run_eval.py).

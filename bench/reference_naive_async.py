@@ -26,9 +26,8 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # The timeout is the only change from the defaults, so a slow call is not cut at 5 s;
-        # the pool keeps httpx's default limits (100 connections): the naive part.
-        async with httpx.AsyncClient(timeout=60) as client:
+        # httpx's defaults, the naive part: a 100-connection pool, and 5 s to get a connection.
+        async with httpx.AsyncClient() as client:
             clients["http"] = client
             yield
 
