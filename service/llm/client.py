@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -63,7 +64,10 @@ class LLMOutput:
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _output_model(keys: list[str]) -> type[BaseModel]:
+# Building a pydantic model costs milliseconds: one per rubric shape, reused, and bounded since
+# criterion keys come from requests.
+@functools.lru_cache(maxsize=128)
+def _output_model(keys: tuple[str, ...]) -> type[BaseModel]:
     criteria = create_model(  # type: ignore[call-overload]
         "Criteria",
         __config__=ConfigDict(extra="forbid"),
@@ -111,7 +115,7 @@ class LLMClient:
     ) -> LLMOutput:
         """One scoring: a valid answer, or an LLM error, before `deadline` (monotonic)."""
         schema = response_schema(criterion_keys)
-        model = _output_model(criterion_keys)
+        model = _output_model(tuple(criterion_keys))
         conversation = list(messages)
         attempts: list[dict[str, Any]] = []
         transient_failures = 0
