@@ -104,6 +104,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             kept <= max(growth / 2, 16),
         )
     repeat = next((r for r in results["runs"] if r["mode"] == "repeat"), None)
+    if top and repeat:
+        # What is kept after c=1000 is reused by the next run, not added to: no leak.
+        check(
+            "no growth after c=1000",
+            f"<= {top['server_rss_peak_mb']:.0f} MB + 16",
+            f"{repeat['server_rss_peak_mb']:.0f} MB in the next run",
+            repeat["server_rss_peak_mb"] <= top["server_rss_peak_mb"] + 16,
+        )
     if repeat:
         seen = (
             "cached"

@@ -341,9 +341,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; write results.json, results.txt and results.png."""
     args = parse_args(argv)
+    # Ctrl-C and `kill` both stop every process the run started (also when started in the
+    # background, where SIGINT is inherited as ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
     results: dict[str, Any] = {
