@@ -26,19 +26,19 @@ def line(run: dict[str, Any]) -> str:
         f"{_ms(run['p99_s']):>7} {run['errors']:>6} {run['server_rss_before_mb']:>7,.0f} "
         f"{run['server_rss_peak_mb']:>7,.0f} {run['server_rss_after_mb']:>7,.0f} "
         f"{run['server_cpu_share']:>5.2f} {run['simulator_cpu_share']:>5.2f} "
-        f"{run['loadgen_cpu_share']:>5.2f}"
+        f"{run['loadgen_cpu_share']:>5.2f} {run.get('server_cpu_ms_per_request', 0):>7.1f}"
     )
 
 
 HEADER = (
     f"{'design':<36} {'conc.':>6} {'reqs':>6} {'req/s':>9} {'p50 ms':>7} {'p95 ms':>7} "
     f"{'p99 ms':>7} {'errors':>6} {'RSS0 MB':>7} {'peak MB':>7} {'after':>7} "
-    f"{'srv':>5} {'sim':>5} {'gen':>5}"
+    f"{'srv':>5} {'sim':>5} {'gen':>5} {'CPU ms':>7}"
 )
 
 
 def table(results: dict[str, Any]) -> str:
-    """The runs as a text table; srv/sim/gen are CPU used, in cores."""
+    """The runs as a text table; srv/sim/gen are CPU used in cores, CPU ms per answered request."""
     rows = [HEADER, "-" * len(HEADER)]
     rows.extend(line(run) for run in results["runs"])
     return "\n".join(rows)
@@ -142,6 +142,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    config = results["config"]
+    slowest = max(config["llm_latency_s"], config["analyzer_latency_s"])
+    levels = sorted({r["concurrency"] for r in results["runs"] if r["mode"] == "distinct"})
+    if levels:
+        ideal = [level / slowest for level in levels]
+        left.plot(levels, ideal, linestyle="--", color="grey", label="concurrency / max latency")
     for design in results["config"]["designs"]:
         runs = sorted(
             (r for r in results["runs"] if r["design"] == design and r["mode"] == "distinct"),
@@ -149,10 +155,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
         )
         if not runs:
             continue
-        levels = [r["concurrency"] for r in runs]
+        xs = [r["concurrency"] for r in runs]
         label = LABELS.get(design, design)
-        left.plot(levels, [r["throughput_rps"] for r in runs], marker="o", label=label)
-        right.plot(levels, [(r["p95_s"] or 0) * 1000 for r in runs], marker="o", label=label)
+        left.plot(xs, [r["throughput_rps"] for r in runs], marker="o", label=label)
+        right.plot(xs, [(r["p95_s"] or 0) * 1000 for r in runs], marker="o", label=label)
     for axis, title, unit in ((left, "Throughput", "requests / s"), (right, "p95 latency", "ms")):
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -161,7 +167,6 @@ def chart(results: dict[str, Any], path: Path) -> None:
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
-    config = results["config"]
     fig.suptitle(
         f"Interview Scorer, LLM {config['llm_latency_s']} s + analyzer "
         f"{config['analyzer_latency_s']} s (simulated), {results['machine']['cores']} cores"
@@ -181,7 +186,8 @@ def write(results: dict[str, Any], out: Path) -> None:
         for t in results["targets"]
     )
     lines.append(
-        f"\nsrv/sim/gen: CPU of the server, simulator and load generator, in cores. "
+        f"\nsrv/sim/gen: CPU of the server, simulator and load generator, in cores; CPU ms: the "
+        f"server's CPU per answered request. "
         f"Run took {results['duration_s']} s on {results['machine']['cores']} cores."
     )
     text = "\n".join(lines)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import profile, report
 from bench.processes import (
     HOST,
     MemorySampler,
@@ -259,9 +259,12 @@ def run_level(
     wall = time.perf_counter() - started
     cpu_server = cpu_seconds(server_pid) - cpu_server
     cpu_sim = cpu_seconds(simulator_pid) - cpu_sim
-    if spy is not None:
+    if spy is not None and profile_to is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)
+        if profile_to.exists():
+            print(f"where the service's time went ({profile_to}):", flush=True)
+            print(profile.render(profile_to), flush=True)
     # Memory is only judged on the service; the others need no time to settle.
     time.sleep(SETTLE_S if design == "service" else 0.5)
     summary: dict[str, Any] = json.loads(out.read_text())

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bench import loadgen, reference_naive_async, reference_sync, report
+from bench import loadgen, profile, reference_naive_async, reference_sync, report
 from service.evaluations.schemas import EvaluationCreate
 from service.simulator import SimulatorConfig, start_simulator
 
@@ -135,3 +135,17 @@ def test_report_writes_table_json_and_chart(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "results.json").read_text())["targets"]
     assert "sequential sync" in (tmp_path / "results.txt").read_text()
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_breakdown_names_the_costs(tmp_path: Path) -> None:
+    stacks = tmp_path / "profile.txt"
+    stacks.write_text(
+        "main (a.py:1);LLMClient.score (service/llm/client.py:9);"
+        "AsyncCompletions.create (openai/x.py:1) 3\n"
+        "main (a.py:1);Session.flush (sqlalchemy/orm/session.py:1) 1\n"
+    )
+
+    assert profile.breakdown(stacks) == [
+        ("LLM: openai SDK and HTTP call", 0.75),
+        ("database: evaluation insert and commit", 0.25),
+    ]
