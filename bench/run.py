@@ -100,6 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="record the service with py-spy (GIL-holding samples) at this level",
     )
     parser.add_argument(
+        "--profile-cached",
+        action="store_true",
+        help="record the service with py-spy during the cached-repeat run",
+    )
+    parser.add_argument(
         "--service-env",
         action="append",
         default=[],
@@ -421,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
                         run_level(
                             concurrency=args.cached_concurrency,
                             requests=args.cached_requests,
+                            profile_to=(
+                                args.out / "profile-service-cached.txt"
+                                if args.profile_cached
+                                else None
+                            ),
                             **common,
                         )
                     )
