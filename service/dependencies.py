@@ -10,13 +10,15 @@ from service.config import Settings
 from service.evaluations.scorer import Scorer
 
 
-def get_settings(request: Request) -> Settings:
+# async, though they await nothing: FastAPI runs a sync dependency in its 40-thread pool, a
+# thread hop per request that py-spy showed on the hot path (bench/, README Performance).
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_scorer(request: Request) -> Scorer:
+async def get_scorer(request: Request) -> Scorer:
     """The process's scorer."""
     scorer: Scorer = request.app.state.scorer
     return scorer

@@ -45,7 +45,12 @@ def get_cache(request: Request) -> ResilientBackend:
     return backend
 
 
-CacheDep = Annotated[ResilientBackend, Depends(get_cache)]
+async def _cache_dependency(request: Request) -> ResilientBackend:
+    # async: a sync dependency would cost a trip through FastAPI's thread pool per request.
+    return get_cache(request)
+
+
+CacheDep = Annotated[ResilientBackend, Depends(_cache_dependency)]
 
 
 async def _generation(backend: ResilientBackend, key: str, *, ttl_s: int) -> str:
