@@ -250,6 +250,9 @@ def run_level(
         str(args.level_time_limit),
         "--mode",
         mode,
+        # Repeat runs share one interview per benchmark run, so the priming request primes;
+        # distinct runs get a fresh tag per level from the load generator.
+        *(["--tag", workdir.name] if mode == "repeat" else []),
         "--timeout",
         str(args.request_timeout),
         "--out",
