@@ -39,7 +39,7 @@ APPS = {
 # Requests per level, by design. The sync design serves about 40 / 1.5 s = 27 requests a second,
 # so it gets fewer: enough to fill every level once, few enough to keep the run short.
 DEFAULT_REQUESTS = {
-    "service": {1: 5, 10: 50, 100: 1000, 1000: 3000},
+    "service": {1: 5, 10: 50, 100: 600, 1000: 3000},
     "naive_async": {1: 5, 10: 50, 100: 300, 1000: 1000},
     "sync": {1: 5, 10: 30, 100: 200, 1000: 1000},
 }
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--level-time-limit",
         type=float,
-        default=40.0,
+        default=30.0,
         metavar="S",
         help="no new request starts after this; in-flight ones finish",
     )
