@@ -120,6 +120,25 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(examples=args.examples, workdir=args.workdir))
 
 
+def _score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from service.score_cli import score_files
+
+    if not args.api_key:
+        return _fail("an API key is required: --api-key or SCORER_API_KEY")
+    return asyncio.run(
+        score_files(
+            [Path(p) for p in args.paths],
+            url=args.url,
+            api_key=args.api_key,
+            out=Path(args.out),
+            concurrency=args.concurrency,
+            poll_interval_s=args.poll_interval,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="interview-scorer", description=__doc__)
@@ -163,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--examples", default="examples", help="folder of sample interviews")
     demo.add_argument("--workdir", default=".demo", help="where the demo's database and mails go")
     demo.set_defaults(run=_demo)
+
+    score = commands.add_parser("score", help="score interview files with a running service")
+    score.add_argument("paths", nargs="+", metavar="FILE.json|DIR")
+    score.add_argument("--url", default="http://127.0.0.1:8000", help="the service's base URL")
+    score.add_argument(
+        "--api-key", default=os.environ.get("SCORER_API_KEY"), help="default: $SCORER_API_KEY"
+    )
+    score.add_argument("--out", default="evaluations", help="folder for <name>.evaluation.json")
+    score.add_argument("--concurrency", type=int, default=8, help="interviews in flight")
+    score.add_argument("--poll-interval", type=float, default=1.0, metavar="S")
+    score.set_defaults(run=_score)
     return parser
 
 

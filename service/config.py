@@ -82,6 +82,23 @@ class Settings(BaseSettings):
     # Worker processes of `serve`: without Redis, several cannot share cached reads.
     workers: int = Field(default=1, ge=1)
 
+    # --- Asynchronous evaluations, batches and webhooks (service/jobs, batches, webhooks). ---
+    # Background scorings in flight per process (never more than SCORER_LLM_MAX_CONCURRENCY).
+    job_concurrency: int = Field(default=16, ge=1)
+    # A worker's lease on a pending evaluation, renewed while it scores; a crashed worker's
+    # evaluations are picked up by another once the lease has expired.
+    job_lease_s: float = Field(default=60.0, gt=0)
+    job_poll_interval_s: float = Field(default=5.0, gt=0)
+    max_batch_items: int = Field(default=500, ge=1, le=10_000)
+    max_batch_body_bytes: int = Field(default=64_000_000, ge=1024, le=1_000_000_000)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_base_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_cap_s: float = Field(default=3600.0, gt=0)
+    # Callbacks to loopback, private, link-local or reserved addresses are refused (SSRF)
+    # unless this is true.
+    webhook_allow_private: bool = False
+
     @model_validator(mode="before")
     @classmethod
     def _split_origins(cls, data: object) -> object:

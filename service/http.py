@@ -34,18 +34,23 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
 class BodySizeLimit:
     """Answers 413 for bodies over the limit, by Content-Length or by counting the stream."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Exact paths with a limit of their own (the batch endpoint).
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope["path"].rstrip("/"), self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                await self._reject(scope, send)
+            if length.isdigit() and int(length) > limit:
+                await self._reject(scope, send, limit)
                 return
             await self.app(scope, receive, send)
             return
@@ -59,8 +64,8 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.max_bytes:
-                await self._reject(scope, send)
+            if received > limit:
+                await self._reject(scope, send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -76,11 +81,14 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    def _detail(self) -> str:
-        return f"The request body exceeds {self.max_bytes} bytes (SCORER_MAX_BODY_BYTES)."
+    def _detail(self, limit: int) -> str:
+        setting = (
+            "SCORER_MAX_BODY_BYTES" if limit == self.max_bytes else "SCORER_MAX_BATCH_BODY_BYTES"
+        )
+        return f"The request body exceeds {limit} bytes ({setting})."
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(PayloadTooLarge(self._detail()).problem(scope["path"])).encode()
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
+        body = json.dumps(PayloadTooLarge(self._detail(limit)).problem(scope["path"])).encode()
         await send(
             {
                 "type": "http.response.start",

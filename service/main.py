@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
 from service import __version__
+from service.batches.router import router as batches_router
 from service.cache.reads import invalidate_reads
 from service.cache.result import CachedScorer
 from service.cache.setup import close_cache, open_cache
@@ -19,6 +20,7 @@ from service.database import create_engine, create_sessionmaker
 from service.errors import Problem, install_error_handlers, problem_response
 from service.evaluations.router import router as evaluations_router
 from service.http import BodySizeLimit, build_http_client
+from service.jobs.runner import JobRunner
 from service.llm.client import LLMClient
 from service.notifications.delivery import Deliverer
 from service.notifications.sender import build_sender
@@ -64,9 +66,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.deliverer = deliverer
         deliverer.start()
+        # Asynchronous evaluations and batches: started here, which resumes what a previous
+        # process left pending; stopped before the clients it uses are closed.
+
+        async def after_finish(evaluation_id: str) -> None:
+            # A poll must see the outcome, not a cached "pending"; what the outcome queued
+            # (follow-up emails) goes out now rather than at the next sweep.
+            await invalidate_reads(cache, evaluation_id=evaluation_id)
+            await deliverer.deliver_evaluation(evaluation_id)
+
+        job_runner = JobRunner(
+            settings=settings,
+            sessionmaker=app.state.sessionmaker,
+            scorer=app.state.scorer,
+            concurrency=min(settings.job_concurrency, llm.max_concurrency),
+            after_finish=after_finish,
+        )
+        app.state.job_runner = job_runner
+        job_runner.start()
         try:
             yield
         finally:
+            await job_runner.stop()
             await deliverer.stop()
             await close_cache(app)
             await http_client.aclose()
@@ -80,9 +101,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        # A batch carries up to SCORER_MAX_BATCH_ITEMS interviews: its own, larger bound.
+        path_limits={"/v1/evaluation-batches": settings.max_batch_body_bytes},
+    )
     app.include_router(evaluations_router)
     app.include_router(reviews_router)
+    app.include_router(batches_router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sqlalchemy import String
@@ -22,6 +23,10 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Signs this key's webhooks (HMAC-SHA256); stored as is, since signing needs it.
+    webhook_secret: Mapped[str | None] = mapped_column(
+        String(64), default=lambda: "whsec_" + secrets.token_urlsafe(32)
+    )
 
     @property
     def scope_set(self) -> frozenset[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from service.database import Base, UTCDateTime, new_id, utcnow
@@ -24,6 +24,9 @@ class Evaluation(Base):
         Index("ix_evaluation_candidate_email", "candidate_email"),
         Index("ix_evaluation_position_title", "position_title"),
         Index("ix_evaluation_status", "status"),
+        # Asynchronous work (service/jobs): claimable rows, and a batch's items in order.
+        Index("ix_evaluation_status_claimed_until", "status", "claimed_until"),
+        Index("ix_evaluation_batch_id_item_index", "batch_id", "item_index"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -61,6 +64,14 @@ class Evaluation(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+    # --- Asynchronous evaluations and batches (service/jobs, service/batches). ---
+    # A worker's lease on a pending evaluation: whoever holds an unexpired one scores it.
+    claimed_by: Mapped[str | None] = mapped_column(String(36), default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("evaluation_batch.id", ondelete="CASCADE"), default=None
+    )
+    item_index: Mapped[int | None] = mapped_column(Integer, default=None)
 
     # Follow-up emails (service/notifications), loaded with the evaluation in one more query
     # per batch of evaluations; the database clears the link when the evaluation is deleted.

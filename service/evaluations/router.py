@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response, status
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
 from service.cache.reads import (
@@ -22,6 +22,8 @@ from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
 from service.idempotency.dependency import IdempotencyDep, replay_response
 from service.idempotency.service import Replay
+from service.jobs import service as job_service
+from service.jobs.runner import JobRunner, get_runner
 from service.notifications.delivery import DelivererDep
 
 router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
@@ -33,7 +35,10 @@ EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's 
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=EvaluationRead,
-    responses=problem_responses(401, 403, 409, 413, 422, 502, 503, 504),
+    responses={
+        202: {"description": "Accepted (Prefer: respond-async): poll the Location"},
+        **problem_responses(401, 403, 409, 413, 422, 502, 503, 504),
+    },
     summary="Score an interview",
 )
 async def create_evaluation(
@@ -45,24 +50,42 @@ async def create_evaluation(
     response: Response,
     idempotency: IdempotencyDep,
     cache: CacheDep,
+    runner: Annotated[JobRunner, Depends(get_runner)],
     background_tasks: BackgroundTasks,
     deliverer: DelivererDep,
+    prefer: Annotated[str | None, Header(description="respond-async: answer 202 at once")] = None,
 ) -> Any:
-    """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it."""
+    """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it.
+
+    With `Prefer: respond-async`: 202 at once with the pending evaluation and its Location;
+    it is scored in the background (poll the Location, or give a `callback_url`).
+    """
+    respond_async = job_service.prefers_async(prefer)
+    if not respond_async:
+        job_service.check_synchronous(payload)
 
     async def score() -> EvaluationRead:
+        if respond_async:
+            return await job_service.submit_evaluation(
+                session, payload=payload, api_key=api_key, settings=settings
+            )
         return await evaluation_service.create_evaluation(
             session, payload=payload, api_key=api_key, scorer=scorer, settings=settings
         )
 
+    accepted = status.HTTP_202_ACCEPTED if respond_async else status.HTTP_201_CREATED
     outcome = await idempotency.run(
-        session, api_key=api_key, payload=payload, action=score, status=status.HTTP_201_CREATED
+        session, api_key=api_key, payload=payload, action=score, status=accepted
     )
     if isinstance(outcome, Replay):
         # A replay sends no new email: the first request's are already in the outbox.
         return replay_response(outcome, location=f"{router.prefix}/{outcome.body['id']}")
     await invalidate_reads(cache, evaluation_id=None)
     response.headers["Location"] = f"{router.prefix}/{outcome.id}"
+    if respond_async:
+        response.status_code = accepted
+        response.headers["Preference-Applied"] = "respond-async"
+        runner.wake()  # committed by idempotency.run: a worker can claim it now
     if outcome.notifications:
         # Runs after the response, hence after the session dependency committed the rows.
         background_tasks.add_task(deliverer.deliver_evaluation, outcome.id)

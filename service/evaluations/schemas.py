@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     HttpUrl,
     StringConstraints,
+    UrlConstraints,
     field_validator,
 )
 
@@ -166,6 +167,10 @@ EXAMPLE_REQUEST: dict[str, Any] = {
 }
 
 
+# A webhook target (service/webhooks): http(s) only; where it resolves is checked on use.
+CallbackUrl = Annotated[HttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
+
+
 class EvaluationCreate(_Strict):
     """An interview to score."""
 
@@ -178,6 +183,9 @@ class EvaluationCreate(_Strict):
     portfolio: PortfolioIn | None = None
     notify: Notify | None = None
     language: Literal["en", "ko"] = "en"
+    callback_url: CallbackUrl | None = Field(
+        None, description="receives a signed POST when the evaluation finishes (async only)"
+    )
 
     @property
     def effective_rubric(self) -> Rubric:

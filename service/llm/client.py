@@ -109,6 +109,17 @@ class LLMClient:
         self._call_timeout_s = settings.llm_timeout_s
         self._max_retries = settings.llm_max_retries
         self._limit = asyncio.Semaphore(settings.llm_max_concurrency)
+        self._max_concurrency = settings.llm_max_concurrency
+
+    @property
+    def max_concurrency(self) -> int:
+        """The cap on calls in flight in this process; background work sizes itself by it."""
+        return self._max_concurrency
+
+    @property
+    def limit(self) -> asyncio.Semaphore:
+        """The semaphore every call of this process holds while in flight."""
+        return self._limit
 
     async def score(
         self, *, messages: list[dict[str, str]], criterion_keys: list[str], deadline: float

@@ -1,0 +1,1 @@
+"""Batches of interviews, scored in the background with bounded concurrency."""

@@ -1,0 +1,53 @@
+"""The /v1/evaluation-batches endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Response, status
+
+from service.auth.dependencies import ReadKey, WriteKey
+from service.batches import service as batch_service
+from service.batches.schemas import BatchCreate, BatchRead
+from service.cache.reads import CacheDep, invalidate_reads
+from service.database import SessionDep
+from service.dependencies import SettingsDep
+from service.errors import problem_responses
+from service.jobs.runner import JobRunner, get_runner
+
+router = APIRouter(prefix=batch_service.BATCHES_PATH, tags=["batches"])
+
+BatchId = Annotated[str, Path(max_length=64, description="the batch's id")]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(401, 403, 413, 422),
+    summary="Score many interviews in the background",
+)
+async def create_batch(
+    payload: BatchCreate,
+    session: SessionDep,
+    api_key: WriteKey,
+    settings: SettingsDep,
+    runner: Annotated[JobRunner, Depends(get_runner)],
+    background: BackgroundTasks,
+    response: Response,
+    cache: CacheDep,
+) -> BatchRead:
+    """Accept up to SCORER_MAX_BATCH_ITEMS interviews; each invalid one is reported alone."""
+    batch = await batch_service.create_batch(
+        session, payload=payload, api_key=api_key, settings=settings
+    )
+    response.headers["Location"] = f"{router.prefix}/{batch.id}"
+    # After the commit, which the session dependency makes before the response goes out.
+    background.add_task(invalidate_reads, cache, evaluation_id=None)
+    background.add_task(runner.wake)
+    return batch
+
+
+@router.get("/{batch_id}", responses=problem_responses(401, 403, 404), summary="A batch's progress")
+async def read_batch(batch_id: BatchId, session: SessionDep, _key: ReadKey) -> BatchRead:
+    """The batch, counts by status, and a link to each item's evaluation."""
+    return await batch_service.read_batch(session, batch_id=batch_id)

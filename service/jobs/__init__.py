@@ -1,0 +1,1 @@
+"""Background scoring of pending evaluations: leases, recovery after a restart, shutdown."""

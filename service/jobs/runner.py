@@ -1,0 +1,194 @@
+"""The per-process worker that scores pending evaluations in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.config import Settings
+from service.database import new_id
+from service.errors import ServiceError
+from service.evaluations.models import Evaluation
+from service.evaluations.schemas import EvaluationCreate
+from service.evaluations.scorer import Scorer, ScoringResult
+from service.jobs import repository
+from service.jobs.queue import validation_problem
+from service.jobs.service import EVALUATIONS_PATH, finish_evaluation
+
+logger = logging.getLogger(__name__)
+
+# Called with an evaluation's id once its outcome is committed (to drop cached reads of it,
+# to send what the outcome queued at once).
+AfterFinish = Callable[[str], Awaitable[None]]
+
+
+class JobRunner:
+    """Claims pending evaluations, scores them with bounded concurrency, records the outcome.
+
+    One per process, started and stopped by the lifespan. Work is found in the database, not
+    in memory: what this process accepted, what a batch queued and what a crashed or stopped
+    process left behind are all picked up the same way. Stopping cancels the scorings in
+    flight and hands their evaluations back, still pending, for the next start.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        scorer: Scorer,
+        concurrency: int,
+        after_finish: AfterFinish | None = None,
+    ) -> None:
+        self.worker_id = new_id()
+        self._after_finish = after_finish
+        self._settings = settings
+        self._sessionmaker = sessionmaker
+        self._scorer = scorer
+        self._concurrency = concurrency
+        self._lease_s = settings.job_lease_s
+        self._wake = asyncio.Event()
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        # SQLite has one writer: this process's jobs take turns rather than meet in SQLite's
+        # busy handler, whose sleeps grow to 100 ms. PostgreSQL needs no such turn.
+        self._writes: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if settings.is_sqlite else contextlib.nullcontext()
+        )
+
+    def start(self) -> None:
+        """Start looking for work (at once: that is the recovery after a restart)."""
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+
+    def wake(self) -> None:
+        """Look for work now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Cancel the work in flight and hand it back, still pending."""
+        tasks = [t for t in (self._dispatcher, *self._jobs) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                released = await repository.release(session, worker_id=self.worker_id)
+        except Exception as exc:
+            # Their leases expire instead; another start picks them up then.
+            logger.warning("could not release evaluations", extra={"error": type(exc).__name__})
+            return
+        if released:
+            logger.info("released pending evaluations", extra={"count": released})
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()
+            free = self._concurrency - len(self._jobs)
+            claimed: list[str] = []
+            if free > 0:
+                try:
+                    async with self._writes, self._sessionmaker() as session, session.begin():
+                        claimed = list(
+                            await repository.claim(
+                                session,
+                                worker_id=self.worker_id,
+                                lease_s=self._lease_s,
+                                limit=free,
+                            )
+                        )
+                except Exception as exc:
+                    logger.warning("claiming failed", extra={"error": type(exc).__name__})
+            for evaluation_id in claimed:
+                task = asyncio.create_task(self._run(evaluation_id), name="evaluation-job")
+                self._jobs.add(task)
+                task.add_done_callback(self._job_done)
+            if claimed and len(claimed) == free:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.job_poll_interval_s):
+                    await self._wake.wait()
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        self._wake.set()
+
+    async def _run(self, evaluation_id: str) -> None:
+        instance = f"{EVALUATIONS_PATH}/{evaluation_id}"
+        result: ScoringResult | None = None
+        problem: dict[str, Any] | None = None
+        try:
+            async with self._sessionmaker() as session:
+                evaluation = await session.get(Evaluation, evaluation_id)
+                request = evaluation.request if evaluation is not None else None
+            if request is None:
+                return
+            try:
+                payload = EvaluationCreate.model_validate(request)
+            except ValidationError as exc:
+                problem = validation_problem(exc, instance=instance)
+            else:
+                # No connection is held while the upstreams are awaited; the lease is renewed
+                # in its own short transactions beside them.
+                holder = asyncio.create_task(self._hold_lease(evaluation_id))
+                try:
+                    result = await self._scorer.score(payload)
+                except ServiceError as exc:
+                    problem = exc.problem(instance)
+                except Exception as exc:
+                    logger.error("scoring failed", extra={"error": type(exc).__name__})
+                    problem = ServiceError("An unexpected error occurred.").problem(instance)
+                finally:
+                    holder.cancel()
+                    await asyncio.gather(holder, return_exceptions=True)
+            async with self._writes, self._sessionmaker() as session, session.begin():
+                recorded = await finish_evaluation(
+                    session,
+                    evaluation_id=evaluation_id,
+                    worker_id=self.worker_id,
+                    lease_s=self._lease_s,
+                    result=result,
+                    problem=problem,
+                    settings=self._settings,
+                )
+            if not recorded:
+                logger.warning("lease lost before the outcome", extra={"evaluation": evaluation_id})
+            elif self._after_finish is not None:
+                await self._after_finish(evaluation_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The lease expires and another attempt follows; the message may carry request data.
+            logger.error(
+                "evaluation job failed",
+                extra={"evaluation": evaluation_id, "error": type(exc).__name__},
+            )
+
+    async def _hold_lease(self, evaluation_id: str) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                async with self._writes, self._sessionmaker() as session, session.begin():
+                    held = await repository.renew(
+                        session,
+                        evaluation_id=evaluation_id,
+                        worker_id=self.worker_id,
+                        lease_s=self._lease_s,
+                    )
+            except Exception as exc:
+                logger.warning("lease renewal failed", extra={"error": type(exc).__name__})
+                continue
+            if not held:
+                return
+
+
+def get_runner(request: Request) -> JobRunner:
+    """The process's job runner."""
+    runner: JobRunner = request.app.state.job_runner
+    return runner

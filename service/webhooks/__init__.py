@@ -1,0 +1,1 @@
+"""Signed webhook deliveries when an evaluation or a batch finishes."""
