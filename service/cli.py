@@ -77,6 +77,8 @@ async def _api_keys(args: argparse.Namespace) -> int:
                 except ValueError as exc:
                     return _fail(str(exc))
                 print(f"created key {row.id} ({row.name}, scopes: {row.scopes})")
+                # Before the key, which stays the last line for scripts that take it.
+                print(f"webhook signing secret: {row.webhook_secret}")
                 print("the key is shown once; store it now:")
                 print(key)
             elif args.keys_command == "list":
@@ -86,6 +88,11 @@ async def _api_keys(args: argparse.Namespace) -> int:
                     state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
                     name = row.name[:20]
                     print(f"{row.id:36}  {row.prefix:10}  {name:20}  {row.scopes:18}  {state}")
+            elif args.keys_command == "webhook-secret":
+                found = await keys.find_key(session, key_id_or_prefix=args.key)
+                if found is None:
+                    return _fail(f"no key {args.key}", 1)
+                print(found.webhook_secret)
             else:
                 revoked = await keys.revoke_api_key(session, key_id_or_prefix=args.key)
                 if revoked is None:
@@ -163,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["write", "read", "delete"],
     )
     key_commands.add_parser("list", help="list keys")
+    secret = key_commands.add_parser(
+        "webhook-secret", help="show the secret that signs a key's webhooks"
+    )
+    secret.add_argument("key", help="the key's id or prefix")
     revoke = key_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key", help="the key's id or prefix")
     api_keys.set_defaults(run=lambda a: asyncio.run(_api_keys(a)))

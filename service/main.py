@@ -26,6 +26,7 @@ from service.notifications.delivery import Deliverer
 from service.notifications.sender import build_sender
 from service.portfolio.client import PortfolioAnalyzer
 from service.reviews.router import router as reviews_router
+from service.webhooks.delivery import WebhookDeliverer
 
 DESCRIPTION = """\
 Scores job interviews with an LLM and a portfolio analyzer, concurrently.
@@ -68,11 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deliverer.start()
         # Asynchronous evaluations and batches: started here, which resumes what a previous
         # process left pending; stopped before the clients it uses are closed.
+        webhooks = WebhookDeliverer(
+            settings=settings, sessionmaker=app.state.sessionmaker, http_client=http_client
+        )
 
         async def after_finish(evaluation_id: str) -> None:
             # A poll must see the outcome, not a cached "pending"; what the outcome queued
-            # (follow-up emails) goes out now rather than at the next sweep.
+            # (follow-up emails, webhooks) goes out now rather than at the next sweep.
             await invalidate_reads(cache, evaluation_id=evaluation_id)
+            webhooks.wake()
             await deliverer.deliver_evaluation(evaluation_id)
 
         job_runner = JobRunner(
@@ -83,11 +88,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             after_finish=after_finish,
         )
         app.state.job_runner = job_runner
+        app.state.webhooks = webhooks
+        webhooks.start()
         job_runner.start()
         try:
             yield
         finally:
             await job_runner.stop()
+            await webhooks.stop()
             await deliverer.stop()
             await close_cache(app)
             await http_client.aclose()

@@ -45,6 +45,13 @@ async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
     return (await session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all()
 
 
+async def find_key(session: AsyncSession, *, key_id_or_prefix: str) -> ApiKey | None:
+    """The key with this id or display prefix, revoked or not."""
+    return await session.scalar(
+        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
+    )
+
+
 async def revoke_api_key(session: AsyncSession, *, key_id_or_prefix: str) -> ApiKey | None:
     """Revoke the key with this id or display prefix; None when there is none."""
     row = await session.scalar(

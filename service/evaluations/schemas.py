@@ -168,7 +168,8 @@ EXAMPLE_REQUEST: dict[str, Any] = {
 
 
 # A webhook target (service/webhooks): http(s) only; where it resolves is checked on use.
-CallbackUrl = Annotated[HttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
+# At most 320 characters: it is stored as the outbox row's recipient.
+CallbackUrl = Annotated[HttpUrl, UrlConstraints(max_length=320, allowed_schemes=["http", "https"])]
 
 
 class EvaluationCreate(_Strict):

@@ -24,8 +24,8 @@ from service.jobs.service import EVALUATIONS_PATH, finish_evaluation
 
 logger = logging.getLogger(__name__)
 
-# Called with an evaluation's id once its outcome is committed (to drop cached reads of it,
-# to send what the outcome queued at once).
+# Called with an evaluation's id once its outcome is committed: to drop cached reads of it,
+# and as the fast path of the emails and webhooks the outcome queued (swept anyway).
 AfterFinish = Callable[[str], Awaitable[None]]
 
 

@@ -18,6 +18,7 @@ from service.evaluations.scorer import ScoringResult
 from service.evaluations.service import apply_result, to_read
 from service.jobs import repository
 from service.jobs.queue import queued_evaluation
+from service.notifications.follow_ups import enqueue_follow_ups
 from service.webhooks import service as webhook_service
 
 EVALUATIONS_PATH = "/v1/evaluations"
@@ -76,6 +77,9 @@ async def finish_evaluation(
         return False
     if result is not None:
         apply_result(evaluation, result, settings=settings)
+        # The follow-up emails, in the transaction that completes it, as a synchronous one's.
+        payload = EvaluationCreate.model_validate(evaluation.request)
+        enqueue_follow_ups(evaluation, payload=payload, settings=settings)
     else:
         evaluation.status = "failed"
         evaluation.error = problem

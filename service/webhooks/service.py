@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic import HttpUrl
@@ -11,6 +12,8 @@ from service.config import Settings
 from service.database import new_id, utcnow
 from service.errors import UnprocessableRequest
 from service.evaluations.models import Evaluation
+from service.notifications.outbox import OutboxMessage
+from service.webhooks.delivery import CHANNEL
 from service.webhooks.guard import CallbackTargetRefused, check_target
 
 if TYPE_CHECKING:
@@ -80,33 +83,33 @@ async def evaluation_finished(session: AsyncSession, *, evaluation: Evaluation) 
     """Queue the evaluation's webhook, if it asked for one, in the caller's transaction."""
     url = (evaluation.request or {}).get("callback_url")
     if url:
-        await _enqueue(
-            session,
-            url=url,
-            api_key_id=evaluation.api_key_id,
-            event=evaluation_event(evaluation),
-            evaluation_id=evaluation.id,
+        _enqueue(
+            session, url=url, api_key_id=evaluation.api_key_id, event=evaluation_event(evaluation)
         )
 
 
 async def batch_finished(session: AsyncSession, *, batch: EvaluationBatch, read: BatchRead) -> None:
     """Queue the batch's webhook, if it asked for one, in the caller's transaction."""
     if batch.callback_url:
-        await _enqueue(
+        _enqueue(
             session,
             url=batch.callback_url,
             api_key_id=batch.api_key_id,
             event=batch_event(batch, read),
-            evaluation_id=None,
         )
 
 
-async def _enqueue(
-    session: AsyncSession,
-    *,
-    url: str,
-    api_key_id: str | None,
-    event: dict[str, Any],
-    evaluation_id: str | None,
+def _enqueue(
+    session: AsyncSession, *, url: str, api_key_id: str | None, event: dict[str, Any]
 ) -> None:
-    """Write the delivery to the outbox (channel webhook)."""
+    """Write the delivery to the outbox (channel webhook), signed by the key when sent."""
+    session.add(
+        OutboxMessage(
+            channel=CHANNEL,
+            kind=event["type"],
+            recipient=url,
+            subject=api_key_id or "",
+            text_body=json.dumps(event, separators=(",", ":")),
+            message_id=event["id"],
+        )
+    )

@@ -1,0 +1,198 @@
+"""Webhook delivery: the outbox's `webhook` channel, sent signed, retried with backoff.
+
+A webhook is an outbox row (service/notifications/outbox.py) written in the transaction that
+finished the evaluation or the batch, so a crash loses none. For this channel `recipient` is the
+callback URL, `subject` the id of the API key whose secret signs it, `text_body` the JSON body
+and `kind` the event type. The row is not linked to the evaluation (its body holds ids and
+scores, no personal data), so it never shows among the evaluation's emails.
+
+The deliverer claims due rows, checks the target again (DNS may have changed since the
+submission), POSTs the body through the shared HTTP client without following redirects, and
+marks the row sent on a 2xx; anything else is retried with backoff until
+SCORER_WEBHOOK_MAX_ATTEMPTS. A refused target or a missing key is given up at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.auth.models import ApiKey
+from service.config import Settings
+from service.database import new_id
+from service.notifications import outbox
+from service.notifications.outbox import OutboxMessage
+from service.webhooks.guard import CallbackTargetRefused, check_target
+from service.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "webhook"
+SWEEP_BATCH = 50
+
+
+class WebhookFailed(Exception):
+    """The receiver did not accept the delivery; `permanent` when retrying cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    body: bytes,
+    secret: str,
+    event_type: str,
+    delivery_id: str,
+    timeout_s: float,
+    allow_private: bool,
+) -> None:
+    """POST one signed delivery; raises WebhookFailed unless the receiver answers 2xx."""
+    try:
+        await check_target(url, allow_private=allow_private)
+    except CallbackTargetRefused as exc:
+        raise WebhookFailed(str(exc), permanent=True) from None
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "interview-scorer-webhooks",
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: signature_header(secret, timestamp, body),
+        "X-Scorer-Event": event_type,
+        "X-Scorer-Delivery": delivery_id,
+    }
+    try:
+        response = await client.post(
+            url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False
+        )
+    except httpx.HTTPError as exc:
+        raise WebhookFailed(type(exc).__name__) from None
+    if not 200 <= response.status_code < 300:
+        raise WebhookFailed(f"the receiver answered {response.status_code}")
+
+
+class WebhookDeliverer:
+    """Claims due webhook rows, delivers them and records the outcome, now and by sweeping."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        http_client: httpx.AsyncClient,
+    ) -> None:
+        self._settings = settings
+        self._sessionmaker = sessionmaker
+        self._client = http_client
+        # The claim outlives a send: at most the timeout, and the target check before it.
+        self._lease_s = 3 * settings.webhook_timeout_s + 30
+        self._wake = asyncio.Event()
+        self._tokens: set[str] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start delivering (what is due, then whenever woken or at each poll)."""
+        self._loop_task = asyncio.create_task(self._loop(), name="webhook-deliverer")
+
+    def wake(self) -> None:
+        """Deliver what is due now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop, handing back the rows being delivered (their attempt uncounted)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        if self._tokens:
+            try:
+                async with self._sessionmaker() as session, session.begin():
+                    await outbox.release(session, tokens=self._tokens)
+            except Exception as exc:
+                # Their leases expire instead, and they are claimed again then.
+                logger.warning("could not release webhooks", extra={"error": type(exc).__name__})
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self.deliver_due()
+            except Exception as exc:
+                logger.warning("webhook sweep failed", extra={"error": type(exc).__name__})
+                claimed = 0
+            if claimed >= SWEEP_BATCH:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.job_poll_interval_s):
+                    await self._wake.wait()
+
+    async def deliver_due(self) -> int:
+        """Claim and deliver one round of due webhooks; how many were claimed."""
+        token = new_id()
+        self._tokens.add(token)
+        async with self._sessionmaker() as session, session.begin():
+            rows = await outbox.claim(
+                session,
+                token=token,
+                lease_s=self._lease_s,
+                limit=SWEEP_BATCH,
+                max_attempts=self._settings.webhook_max_attempts,
+                channel=CHANNEL,
+            )
+        if rows:
+            await asyncio.gather(*(self._send(row, token) for row in rows))
+        self._tokens.discard(token)
+        return len(rows)
+
+    async def _send(self, row: OutboxMessage, token: str) -> None:
+        settings = self._settings
+        context = {"outbox_id": row.id, "kind": row.kind, "attempt": row.attempts}
+        async with self._sessionmaker() as session:
+            if not await outbox.still_claimed(session, message_id=row.id, token=token):
+                return
+            key = await session.get(ApiKey, row.subject) if row.subject else None
+            secret = key.webhook_secret if key is not None else None
+        error: WebhookFailed | None = None
+        if secret is None:
+            error = WebhookFailed("the signing API key no longer exists", permanent=True)
+        else:
+            try:
+                await deliver(
+                    self._client,
+                    url=row.recipient,
+                    body=row.text_body.encode(),
+                    secret=secret,
+                    event_type=row.kind,
+                    delivery_id=row.message_id,
+                    timeout_s=settings.webhook_timeout_s,
+                    allow_private=settings.webhook_allow_private,
+                )
+            except WebhookFailed as exc:
+                error = exc
+        async with self._sessionmaker() as session, session.begin():
+            if error is None:
+                await outbox.mark_sent(session, message_id=row.id, token=token)
+                logger.info("webhook delivered", extra=context)
+                return
+            retry = None
+            if not error.permanent and row.attempts < settings.webhook_max_attempts:
+                retry = outbox.backoff_delay(
+                    row.attempts,
+                    base_s=settings.webhook_backoff_base_s,
+                    cap_s=settings.webhook_backoff_cap_s,
+                )
+            await outbox.mark_failed(
+                session, message_id=row.id, token=token, error=str(error), retry_in_s=retry
+            )
+        logger.warning(
+            "webhook not delivered" if retry is not None else "webhook given up",
+            extra={**context, "error": str(error), "retry_in_s": retry},
+        )
