@@ -73,12 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, sessionmaker=app.state.sessionmaker, http_client=http_client
         )
 
-        async def after_finish(evaluation_id: str) -> None:
+        async def after_finish(evaluation_id: str, emails: bool) -> None:
             # A poll must see the outcome, not a cached "pending"; what the outcome queued
             # (follow-up emails, webhooks) goes out now rather than at the next sweep.
             await invalidate_reads(cache, evaluation_id=evaluation_id)
             webhooks.wake()
-            await deliverer.deliver_evaluation(evaluation_id)
+            if emails:
+                await deliverer.deliver_evaluation(evaluation_id)
 
         job_runner = JobRunner(
             settings=settings,

@@ -24,9 +24,10 @@ from service.jobs.service import EVALUATIONS_PATH, finish_evaluation
 
 logger = logging.getLogger(__name__)
 
-# Called with an evaluation's id once its outcome is committed: to drop cached reads of it,
-# and as the fast path of the emails and webhooks the outcome queued (swept anyway).
-AfterFinish = Callable[[str], Awaitable[None]]
+# Called with an evaluation's id once its outcome is committed, and whether it queued emails:
+# to drop cached reads of it, and as the fast path of the emails and webhooks the outcome
+# queued (their sweepers send them anyway).
+AfterFinish = Callable[[str, bool], Awaitable[None]]
 
 
 class JobRunner:
@@ -57,6 +58,8 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._jobs: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._scorings: set[asyncio.Task[ScoringResult]] = set()
+        self._stopping = False
         # SQLite has one writer: this process's jobs take turns rather than meet in SQLite's
         # busy handler, whose sleeps grow to 100 ms. PostgreSQL needs no such turn.
         self._writes: contextlib.AbstractAsyncContextManager[Any] = (
@@ -65,6 +68,7 @@ class JobRunner:
 
     def start(self) -> None:
         """Start looking for work (at once: that is the recovery after a restart)."""
+        self._stopping = False
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
 
     def wake(self) -> None:
@@ -72,10 +76,17 @@ class JobRunner:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Cancel the work in flight and hand it back, still pending."""
-        tasks = [t for t in (self._dispatcher, *self._jobs) if t is not None]
-        for task in tasks:
+        """Cancel the scorings in flight and hand their evaluations back, still pending.
+
+        Only the upstream calls are cancelled: a task cut off inside a database transaction
+        could leave SQLite's write lock held. The dispatcher ends after its current round, the
+        jobs after their current statement.
+        """
+        self._stopping = True
+        self._wake.set()
+        for task in self._scorings:
             task.cancel()
+        tasks = [t for t in (self._dispatcher, *self._jobs) if t is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             async with self._sessionmaker() as session, session.begin():
@@ -88,7 +99,7 @@ class JobRunner:
             logger.info("released pending evaluations", extra={"count": released})
 
     async def _dispatch(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             free = self._concurrency - len(self._jobs)
             claimed: list[str] = []
@@ -105,6 +116,8 @@ class JobRunner:
                         )
                 except Exception as exc:
                     logger.warning("claiming failed", extra={"error": type(exc).__name__})
+            if self._stopping:
+                return  # what was just claimed is released by stop()
             for evaluation_id in claimed:
                 task = asyncio.create_task(self._run(evaluation_id), name="evaluation-job")
                 self._jobs.add(task)
@@ -137,18 +150,26 @@ class JobRunner:
                 # No connection is held while the upstreams are awaited; the lease is renewed
                 # in its own short transactions beside them.
                 holder = asyncio.create_task(self._hold_lease(evaluation_id))
+                scoring = asyncio.create_task(self._scorer.score(payload))
+                self._scorings.add(scoring)
                 try:
-                    result = await self._scorer.score(payload)
+                    result = await scoring
+                except asyncio.CancelledError:
+                    if self._stopping:
+                        return  # left pending, released by stop()
+                    raise
                 except ServiceError as exc:
                     problem = exc.problem(instance)
                 except Exception as exc:
                     logger.error("scoring failed", extra={"error": type(exc).__name__})
                     problem = ServiceError("An unexpected error occurred.").problem(instance)
                 finally:
+                    self._scorings.discard(scoring)
+                    scoring.cancel()
                     holder.cancel()
                     await asyncio.gather(holder, return_exceptions=True)
             async with self._writes, self._sessionmaker() as session, session.begin():
-                recorded = await finish_evaluation(
+                emails = await finish_evaluation(
                     session,
                     evaluation_id=evaluation_id,
                     worker_id=self.worker_id,
@@ -157,10 +178,10 @@ class JobRunner:
                     problem=problem,
                     settings=self._settings,
                 )
-            if not recorded:
+            if emails is None:
                 logger.warning("lease lost before the outcome", extra={"evaluation": evaluation_id})
             elif self._after_finish is not None:
-                await self._after_finish(evaluation_id)
+                await self._after_finish(evaluation_id, emails > 0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

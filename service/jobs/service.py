@@ -57,8 +57,9 @@ async def finish_evaluation(
     result: ScoringResult | None,
     problem: dict[str, Any] | None,
     settings: Settings,
-) -> bool:
-    """Record a scoring's outcome if the lease is still ours; whether it was recorded.
+) -> int | None:
+    """Record a scoring's outcome if the lease is still ours: the number of follow-up emails
+    it queued, or None when it was not recorded (the lease was lost).
 
     The conditional UPDATE comes first so that the row stays locked (PostgreSQL) or the
     database's single writer is ours (SQLite) until the commit: the outcome of an evaluation
@@ -67,19 +68,20 @@ async def finish_evaluation(
     if not await repository.renew(
         session, evaluation_id=evaluation_id, worker_id=worker_id, lease_s=lease_s
     ):
-        return False
+        return None
     evaluation = await session.scalar(
         select(Evaluation)
         .where(Evaluation.id == evaluation_id)
         .execution_options(populate_existing=True)
     )
     if evaluation is None:
-        return False
+        return None
+    emails = 0
     if result is not None:
         apply_result(evaluation, result, settings=settings)
         # The follow-up emails, in the transaction that completes it, as a synchronous one's.
         payload = EvaluationCreate.model_validate(evaluation.request)
-        enqueue_follow_ups(evaluation, payload=payload, settings=settings)
+        emails = len(enqueue_follow_ups(evaluation, payload=payload, settings=settings))
     else:
         evaluation.status = "failed"
         evaluation.error = problem
@@ -90,4 +92,4 @@ async def finish_evaluation(
     await webhook_service.evaluation_finished(session, evaluation=evaluation)
     if evaluation.batch_id is not None:
         await batch_service.item_finished(session, batch_id=evaluation.batch_id)
-    return True
+    return emails

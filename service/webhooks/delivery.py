@@ -97,6 +97,7 @@ class WebhookDeliverer:
         self._wake = asyncio.Event()
         self._tokens: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start delivering (what is due, then whenever woken or at each poll)."""
@@ -107,9 +108,16 @@ class WebhookDeliverer:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop, handing back the rows being delivered (their attempt uncounted)."""
+        """Stop after the round in flight (bounded by the send timeout), else cut it off and
+        hand its rows back, their attempt uncounted."""
+        self._stopping = True
+        self._wake.set()
         if self._loop_task is not None:
-            self._loop_task.cancel()
+            _, pending = await asyncio.wait(
+                [self._loop_task], timeout=self._settings.webhook_timeout_s + 5
+            )
+            for task in pending:
+                task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
         if self._tokens:
@@ -121,7 +129,7 @@ class WebhookDeliverer:
                 logger.warning("could not release webhooks", extra={"error": type(exc).__name__})
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 claimed = await self.deliver_due()

@@ -41,6 +41,7 @@ def numbered(i: int, **changes: Any) -> dict[str, Any]:
         }
     ]
     body["portfolio"] = None
+    body["notify"] = None  # no follow-up emails unless a test asks for them
     return body
 
 
