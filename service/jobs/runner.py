@@ -158,11 +158,16 @@ class JobRunner:
                     if self._stopping:
                         return  # left pending, released by stop()
                     raise
-                except ServiceError as exc:
-                    problem = exc.problem(instance)
                 except Exception as exc:
-                    logger.error("scoring failed", extra={"error": type(exc).__name__})
-                    problem = ServiceError("An unexpected error occurred.").problem(instance)
+                    if self._stopping:
+                        # Cut off by the stop (the SDK may turn a cancellation into a
+                        # connection error): not a failure of the evaluation; left pending.
+                        return
+                    if isinstance(exc, ServiceError):
+                        problem = exc.problem(instance)
+                    else:
+                        logger.error("scoring failed", extra={"error": type(exc).__name__})
+                        problem = ServiceError("An unexpected error occurred.").problem(instance)
                 finally:
                     self._scorings.discard(scoring)
                     scoring.cancel()
