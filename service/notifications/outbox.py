@@ -101,7 +101,7 @@ async def claim(
     lease_s: float,
     limit: int,
     max_attempts: int,
-    evaluation_id: str | None = None,
+    evaluation_ids: Sequence[str] | None = None,
     channel: str | None = None,
 ) -> list[OutboxMessage]:
     """Claim up to `limit` due rows under `token` and return them; one short transaction.
@@ -112,8 +112,8 @@ async def claim(
     """
     now = utcnow()
     due = _due(now, max_attempts=max_attempts)
-    if evaluation_id is not None:
-        due = and_(due, OutboxMessage.evaluation_id == evaluation_id)
+    if evaluation_ids is not None:
+        due = and_(due, OutboxMessage.evaluation_id.in_(evaluation_ids))
     if channel is not None:
         due = and_(due, OutboxMessage.channel == channel)
     candidates = (
@@ -150,19 +150,24 @@ async def claim(
 
 async def still_claimed(session: AsyncSession, *, message_id: str, token: str) -> bool:
     """Whether the row is still ours to send (not cancelled, not re-claimed)."""
-    found = await session.scalar(
-        select(OutboxMessage.id).where(
-            OutboxMessage.id == message_id,
-            OutboxMessage.claim_token == token,
-            OutboxMessage.status == "sending",
-        )
-    )
-    return found is not None
+    return bool(await still_claimed_ids(session, message_ids=[message_id], token=token))
+
+
+async def still_claimed_ids(
+    session: AsyncSession, *, message_ids: Sequence[str], token: str
+) -> set[str]:
+    """Those of the rows that are still ours to send, in one query."""
+    found = await session.scalars(select(OutboxMessage.id).where(_owned_any(message_ids, token)))
+    return set(found)
 
 
 def _owned(message_id: str, token: str) -> ColumnElement[bool]:
+    return _owned_any([message_id], token)
+
+
+def _owned_any(message_ids: Sequence[str], token: str) -> ColumnElement[bool]:
     return and_(
-        OutboxMessage.id == message_id,
+        OutboxMessage.id.in_(message_ids),
         OutboxMessage.claim_token == token,
         OutboxMessage.status == "sending",
     )
@@ -170,9 +175,16 @@ def _owned(message_id: str, token: str) -> ColumnElement[bool]:
 
 async def mark_sent(session: AsyncSession, *, message_id: str, token: str) -> bool:
     """Record a delivery, if the claim is still ours; whether it was."""
+    return bool(await mark_sent_many(session, message_ids=[message_id], token=token))
+
+
+async def mark_sent_many(session: AsyncSession, *, message_ids: Sequence[str], token: str) -> int:
+    """Record the deliveries of the rows still claimed by us, in one statement; how many."""
+    if not message_ids:
+        return 0
     result = await session.execute(
         update(OutboxMessage)
-        .where(_owned(message_id, token))
+        .where(_owned_any(message_ids, token))
         .values(
             status="sent",
             sent_at=utcnow(),
@@ -183,7 +195,7 @@ async def mark_sent(session: AsyncSession, *, message_id: str, token: str) -> bo
         )
         .execution_options(synchronize_session=False)
     )
-    return bool(getattr(result, "rowcount", 0))
+    return int(getattr(result, "rowcount", 0))
 
 
 def backoff_delay(attempts: int, *, base_s: float, cap_s: float) -> float:

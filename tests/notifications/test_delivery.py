@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -303,7 +304,7 @@ async def test_a_process_that_dies_after_claiming_loses_no_mail(
                 lease_s=0.3,
                 limit=10,
                 max_attempts=8,
-                evaluation_id=evaluation_id,
+                evaluation_ids=[evaluation_id],
             )
         assert len(claimed) == 2
 
@@ -385,18 +386,20 @@ async def test_a_row_claimed_before_a_delete_is_not_sent_after_it(
     id_ = response.json()["id"]
     smtp_server.start()
 
-    original = outbox.still_claimed
+    original = outbox.still_claimed_ids
     deleted = asyncio.Lock()
 
-    async def delete_commits_meanwhile(session: Any, *, message_id: str, token: str) -> bool:
+    async def delete_commits_meanwhile(
+        session: Any, *, message_ids: Sequence[str], token: str
+    ) -> set[str]:
         # The sweeper has claimed the rows; the delete commits before it hands them over.
         async with deleted:
             if (await client.get(f"/v1/evaluations/{id_}", headers=auth)).status_code == 200:
                 deleted_response = await client.delete(f"/v1/evaluations/{id_}", headers=auth)
                 assert deleted_response.status_code == 204
-        return await original(session, message_id=message_id, token=token)
+        return await original(session, message_ids=message_ids, token=token)
 
-    monkeypatch.setattr(outbox, "still_claimed", delete_commits_meanwhile)
+    monkeypatch.setattr(outbox, "still_claimed_ids", delete_commits_meanwhile)
     deliverer: Deliverer = app.state.deliverer
 
     async def claimed_something() -> bool:
