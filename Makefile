@@ -17,8 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/interview-scorer demo
 
+# The whole suite on SQLite, then again on PostgreSQL (a throwaway cluster, tests/databases.py).
 test: $(STAMP)
 	$(BIN)/pytest
+	SCORER_TEST_DATABASE=postgresql $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check service tests migrations bench

@@ -17,17 +17,49 @@ from service.auth.service import create_api_key
 from service.config import Settings
 from service.main import create_app
 from service.migrate import upgrade
+from tests.databases import POSTGRES_URL_ENV, fresh_postgres_database, postgres_mode, start_cluster
 
 LLM_BASE_URL = "https://llm.test/v1"
 ANALYZER_URL = "https://analyzer.test"
 
 
+# --- databases: SQLite, or PostgreSQL with SCORER_TEST_DATABASE=postgresql (tests/databases.py)
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for the session: SCORER_TEST_POSTGRES_URL, or a throwaway cluster."""
+    given = os.environ.get(POSTGRES_URL_ENV)
+    if given:
+        yield given
+        return
+    try:
+        cluster = start_cluster()
+    except RuntimeError as exc:
+        server_unavailable(f"PostgreSQL: {exc}")
+        raise
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """An empty SQLite database with the migrations applied."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-    upgrade(url)
-    return url
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, never migrated, of the backend this run tests."""
+    if not postgres_mode():
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    with fresh_postgres_database(request.getfixturevalue("postgres_server")) as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """An empty database with the migrations applied."""
+    upgrade(empty_database_url)
+    return empty_database_url
+
+
+# --- end databases
 
 
 @pytest.fixture

@@ -1,0 +1,147 @@
+"""Throwaway databases for the suite: SQLite files, or databases on a test PostgreSQL cluster.
+
+The suite runs on SQLite by default and on PostgreSQL with SCORER_TEST_DATABASE=postgresql:
+then a cluster is started once per session with initdb and pg_ctl on a free loopback port
+(or the server named by SCORER_TEST_POSTGRES_URL is used), and every test gets a database of
+its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+
+DATABASE_ENV = "SCORER_TEST_DATABASE"
+POSTGRES_URL_ENV = "SCORER_TEST_POSTGRES_URL"
+
+
+def postgres_mode() -> bool:
+    """Whether this run of the suite is against PostgreSQL."""
+    return os.environ.get(DATABASE_ENV, "sqlite").lower() in ("postgresql", "postgres", "pg")
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Cluster:
+    """A throwaway PostgreSQL cluster; `dsn` reaches its maintenance database as a superuser."""
+
+    dsn: str
+    datadir: Path | None = None
+    as_user: list[str] | None = None
+
+    def stop(self) -> None:
+        """Stop the server and delete its files."""
+        if self.datadir is None:
+            return
+        pg_ctl = _pg_bin("pg_ctl")
+        subprocess.run(
+            [
+                *(self.as_user or []),
+                str(pg_ctl),
+                "-D",
+                str(self.datadir),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def start_cluster() -> Cluster:
+    """initdb and pg_ctl start on a free loopback port; RuntimeError saying why it could not."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        raise RuntimeError("PostgreSQL's initdb/pg_ctl are not installed")
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="scorer-pg-"))
+    # initdb refuses to run as root: run the server as the postgres user the package creates.
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            raise RuntimeError("running as root and there is no postgres user") from None
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    datadir = root / "data"
+    port = _free_port()
+    init = subprocess.run(
+        [*as_user, initdb, "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+         "--no-sync", "--locale=C"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
+    start = subprocess.run(
+        [*as_user, pg_ctl, "-D", str(datadir), "-o", options, "-l", str(root / "server.log"),
+         "-w", "-t", "60", "start"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if start.returncode != 0:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"pg_ctl start failed: {start.stderr.strip()} {log[-500:]}")
+    return Cluster(
+        dsn=f"postgresql://postgres@127.0.0.1:{port}/postgres", datadir=datadir, as_user=as_user
+    )
+
+
+def _with_database(dsn: str, database: str, *, driver: str = "postgresql") -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((driver, parts.netloc, f"/{database}", parts.query, ""))
+
+
+async def _execute(dsn: str, statement: str) -> None:
+    connection = await asyncpg.connect(_with_database(dsn, "postgres"))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def fresh_postgres_database(dsn: str) -> Iterator[str]:
+    """A new empty database on the server at `dsn`, as an async SQLAlchemy URL; dropped after."""
+    name = f"t_{uuid.uuid4().hex}"
+    asyncio.run(_execute(dsn, f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(dsn, name, driver="postgresql+asyncpg")
+    finally:
+        asyncio.run(_execute(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
