@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy import text
 
 from service import __version__
 from service.batches.router import router as batches_router
@@ -17,11 +17,15 @@ from service.cache.result import CachedScorer
 from service.cache.setup import close_cache, open_cache
 from service.config import Settings, load_settings
 from service.database import create_engine, create_sessionmaker
-from service.errors import Problem, install_error_handlers, problem_response
+from service.docs import install_docs
+from service.errors import Problem, install_error_handlers
 from service.evaluations.router import router as evaluations_router
+from service.health import cache_check, database_checks, install_health
 from service.http import BodySizeLimit, build_http_client
 from service.jobs.runner import JobRunner
 from service.llm.client import LLMClient
+from service.metrics import worker_exited
+from service.middleware import RequestObservability, SecurityHeaders
 from service.notifications.delivery import Deliverer
 from service.notifications.sender import build_sender
 from service.portfolio.client import PortfolioAnalyzer
@@ -92,6 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.webhooks = webhooks
         webhooks.start()
         job_runner.start()
+        # --- deploy: readiness checks (other features add theirs to these dicts)
+        app.state.readiness_checks = database_checks(engine)
+        app.state.degraded_checks = cache_check(cache)
+        # --- end deploy
         try:
             yield
         finally:
@@ -101,12 +109,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await close_cache(app)
             await http_client.aclose()
             await engine.dispose()
+            worker_exited()
 
     app = FastAPI(
         title="Interview Scorer",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by install_docs from the service's own assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -116,34 +128,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A batch carries up to SCORER_MAX_BATCH_ITEMS interviews: its own, larger bound.
         path_limits={"/v1/evaluation-batches": settings.max_batch_body_bytes},
     )
+    # --- deploy: CORS, security headers, request ids/access log/metrics (outermost, added last)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "Prefer",
+                "X-Request-ID",
+            ],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+            max_age=600,
+        )  # fmt: skip
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestObservability)
+    install_health(app)
+    install_docs(app)
+    # --- end deploy
     app.include_router(evaluations_router)
     app.include_router(reviews_router)
     app.include_router(batches_router)
-
-    @app.get("/healthz", tags=["health"], summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"], summary="Readiness", response_model=None)
-    async def readyz() -> Any:
-        """The database answers; the cache's state is reported."""
-        # Caching (issue 3): a cache outage degrades to uncached scoring, so it is reported
-        # without taking the replica out of the load balancer.
-        cache = "ok" if await app.state.cache.ping() else "down"
-        try:
-            async with app.state.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except Exception:
-            body = {
-                "type": "about:blank",
-                "title": "Not ready",
-                "status": 503,
-                "detail": "database unreachable",
-                "checks": {"database": "down", "cache": cache},
-            }
-            return problem_response(body, status=503)
-        return {"status": "ok", "checks": {"database": "ok", "cache": cache}}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

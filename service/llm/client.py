@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from service.config import Settings
 from service.errors import LLMInvalidOutput, LLMRejected, LLMTimeout, LLMUnavailable
 from service.llm.prompts import repair_message, response_schema
+from service.metrics import LLM_TOKENS, UPSTREAM_INVALID, track_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class LLMClient:
             except ValidationError as exc:
                 error = _describe(exc)
                 record["validation_error"] = error
+                UPSTREAM_INVALID.labels("llm").inc()
                 if repaired:
                     raise LLMInvalidOutput(
                         f"The LLM's output failed validation twice: {error}"
@@ -196,7 +198,7 @@ class LLMClient:
         timeout = min(self._call_timeout_s, remaining)
         try:
             # The wait for a slot counts against the deadline too.
-            async with asyncio.timeout(timeout), self._limit:
+            async with asyncio.timeout(timeout), self._limit, track_upstream("llm"):
                 response = await self._client.chat.completions.create(  # type: ignore[call-overload]
                     model=self._model,
                     messages=conversation,
@@ -215,6 +217,9 @@ class LLMClient:
             raise LLMTimeout(f"The LLM did not answer within {timeout:.0f} s.") from None
         choice = response.choices[0] if response.choices else None
         content = choice.message.content if choice and choice.message else None
+        if response.usage:
+            LLM_TOKENS.labels("prompt").inc(response.usage.prompt_tokens)
+            LLM_TOKENS.labels("completion").inc(response.usage.completion_tokens)
         record: dict[str, Any] = {
             "model": response.model,
             "system_fingerprint": response.system_fingerprint,

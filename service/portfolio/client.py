@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.evaluations.schemas import PortfolioResult
+from service.metrics import UPSTREAM_INVALID, outcome_of_status, track_upstream
 from service.portfolio.schemas import Analysis
 
 logger = logging.getLogger(__name__)
@@ -37,13 +38,14 @@ class PortfolioAnalyzer:
         try:
             # httpx's timeouts bound each read; this bounds the whole call, so an analyzer
             # that trickles bytes cannot hold the evaluation past its timeout either.
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s), track_upstream("analyzer") as call:
                 response = await self._http.post(
                     self._url,
                     json={"url": url, "position_title": position_title},
                     headers=self._headers,
                     timeout=self._timeout,
                 )
+                call.outcome = outcome_of_status(response.status_code)
         except (TimeoutError, httpx.TimeoutException):
             return _unavailable("the analyzer did not answer in time")
         except httpx.HTTPError as exc:
@@ -58,6 +60,7 @@ class PortfolioAnalyzer:
         try:
             analysis = Analysis.model_validate_json(response.content)
         except ValidationError:
+            UPSTREAM_INVALID.labels("analyzer").inc()
             return _unavailable("the analyzer's answer did not match its contract")
         return PortfolioResult(
             status="ok",

@@ -57,7 +57,8 @@ async def test_scoring_continues_without_redis_and_caching_resumes_when_it_retur
     assert read.status_code == 200
     assert len(listed.json()["items"]) == 5
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "cache": "down"}
+    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "cache": "down"}
+    assert ready.json()["status"] == "degraded"
     outage_logs = [r for r in caplog.records if "cache unavailable" in r.getMessage()]
     assert len(outage_logs) == 1
 

@@ -1,0 +1,135 @@
+"""Liveness, readiness and the metrics endpoint.
+
+Readiness runs the checks in `app.state.readiness_checks` (name -> coroutine function raising
+when its dependency is not usable: the database and its migrations), whose failure takes the
+replica out of the load balancer (503), and those in `app.state.degraded_checks` (the cache),
+whose failure is reported while the replica keeps serving: without Redis the service scores
+uncached, and a 503 from every replica would turn a cache outage into a full one.
+A feature with another dependency adds its own check to one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.errors import problem_response
+from service.metrics import render_metrics
+from service.migrate import head_revision
+
+logger = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+CHECK_TIMEOUT_S = 3.0
+
+router = APIRouter(tags=["health"])
+
+
+class NotReady(Exception):
+    """A dependency answers but is not usable (migrations behind, say)."""
+
+
+@cache
+def _head() -> str | None:
+    return head_revision()
+
+
+def database_checks(engine: AsyncEngine) -> dict[str, ReadinessCheck]:
+    """The database answers, and its migrations are current."""
+
+    async def database() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def migrations() -> None:
+        def read(connection: Connection) -> str | None:
+            from alembic.runtime.migration import MigrationContext
+
+            return MigrationContext.configure(connection).get_current_revision()
+
+        async with engine.connect() as connection:
+            current = await connection.run_sync(read)
+        if current != _head():
+            raise NotReady(f"at {current or 'none'}, not {_head()}")
+
+    return {"database": database, "migrations": migrations}
+
+
+class _Pingable(Protocol):
+    async def ping(self) -> bool: ...
+
+
+def cache_check(cache: _Pingable) -> dict[str, ReadinessCheck]:
+    """The cache answers (always, for the in-process cache)."""
+
+    async def cache_() -> None:
+        if not await cache.ping():
+            raise NotReady("the cache does not answer")
+
+    return {"cache": cache_}
+
+
+async def _run(check: ReadinessCheck) -> str:
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+    except Exception as exc:
+        # The type only: a driver's message may carry a connection string.
+        logger.warning("readiness check failed", extra={"error_type": type(exc).__name__})
+        return "down"
+    return "ok"
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    response_model=None,
+    responses={
+        503: {"description": "The database is down or behind its migrations; `checks` names it"}
+    },
+)
+async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+    """The database answers and its migrations are current; the cache's state is reported."""
+    required: dict[str, ReadinessCheck] = request.app.state.readiness_checks
+    optional: dict[str, ReadinessCheck] = getattr(request.app.state, "degraded_checks", {})
+    checks = {**required, **optional}
+    results = await asyncio.gather(*(_run(check) for check in checks.values()))
+    outcome = dict(zip(checks, results, strict=True))
+    down = [name for name in required if outcome[name] != "ok"]
+    if down:
+        body = {
+            "type": "about:blank",
+            "title": "Not ready",
+            "status": 503,
+            "detail": f"down: {', '.join(down)}",
+            "checks": outcome,
+        }
+        return problem_response(body, status=503)
+    degraded = any(outcome[name] != "ok" for name in optional)
+    return {"status": "degraded" if degraded else "ok", "checks": outcome}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus metrics, of every worker."""
+    body, content_type = await asyncio.to_thread(render_metrics)
+    return Response(body, media_type=content_type)
+
+
+def install_health(app: FastAPI) -> None:
+    """Mount /healthz, /readyz and /metrics."""
+    app.include_router(router)

@@ -1,0 +1,117 @@
+"""Pure-ASGI middleware: request ids, the access log, request metrics and security headers.
+
+Pure ASGI rather than BaseHTTPMiddleware, which costs a task and a stream per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import request_id
+from service.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, route_of
+
+access_log = logging.getLogger("service.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's id is kept only when it is short and plain, so it cannot forge log lines.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Probes would drown the access log at info.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RequestObservability:
+    """Gives each request an id (X-Request-ID, kept or made, and returned), logs one access line
+    (method, route template, status, duration; never the URL or a body) and records metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        rid = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - started
+            route = route_of(scope)
+            labels = (scope["method"], route, str(status))
+            HTTP_REQUESTS.labels(*labels).inc()
+            HTTP_LATENCY.labels(*labels).observe(elapsed)
+            access_log.log(
+                logging.DEBUG if route in _QUIET_ROUTES else logging.INFO,
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                },
+            )
+            request_id.reset(token)
+
+
+# The API serves JSON only: nothing may run, load or frame it.
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The self-hosted Swagger UI and ReDoc: assets from this service only (no CDN), their inline
+# bootstrap script, data: images, and ReDoc's blob: worker.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; "
+    "connect-src 'self'; frame-ancestors 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+STATIC_PREFIX = "/static/"
+
+
+class SecurityHeaders:
+    """Adds nosniff, no-referrer, DENY framing, a CSP, and no-store on API responses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        is_docs = path.startswith(DOCS_PATHS)
+        is_static = path.startswith(STATIC_PREFIX)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault(
+                    "Content-Security-Policy", DOCS_CSP if is_docs or is_static else API_CSP
+                )
+                if not is_static:
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
