@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean eval
+.PHONY: install demo test lint format bench clean eval openapi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,7 @@ eval: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+
+# The committed OpenAPI document (tests/test_openapi.py fails when the code drifts from it).
+openapi: $(STAMP)
+	$(BIN)/interview-scorer openapi --output openapi.json

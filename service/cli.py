@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers or int(os.environ.get("SCORER_WORKERS", "1"))
     # Seen by every worker's settings: an in-process cache cannot be shared between them.
     os.environ["SCORER_WORKERS"] = str(workers)
+    _prepare_metrics_dir(workers)
     uvicorn.run(
         "service.main:create_app",
         factory=True,
@@ -47,6 +48,40 @@ def _serve(args: argparse.Namespace) -> int:
         backlog=4096,
         timeout_graceful_shutdown=30,
     )
+    return 0
+
+
+def _prepare_metrics_dir(workers: int) -> None:
+    # Several workers share their metrics through files (prometheus-client's multiprocess
+    # mode): the directory must exist before they start, and hold nothing of a previous run.
+    # prometheus_client is not imported here: it picks its mode at import, in each worker.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory is None:
+        if workers == 1:
+            return
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="interview-scorer-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from pathlib import Path
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    import json
+
+    from service.main import openapi_document
+
+    text = json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -158,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document")
+    openapi.add_argument("--output", "-o", default="openapi.json", help="a file, or - for stdout")
+    openapi.set_defaults(run=_openapi)
 
     api_keys = commands.add_parser("api-keys", help="manage API keys")
     key_commands = api_keys.add_subparsers(dest="keys_command", required=True)

@@ -33,6 +33,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Libraries that log what the service must not: SQL parameters (aiosqlite, SQLAlchemy), request
+# bodies and URLs (openai, httpx). They speak at warning and above only, whatever the level.
+QUIET_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy", "openai", "httpx", "httpcore", "aiohttp")
+
+
 def configure_logging(*, level: str, fmt: str) -> None:
     """Route the service's and uvicorn's logs to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
@@ -49,3 +54,5 @@ def configure_logging(*, level: str, fmt: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

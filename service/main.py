@@ -165,3 +165,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The code's OpenAPI document: what the committed openapi.json must equal."""
+    settings = Settings(_env_file=None, llm_provider="simulated")
+    return create_app(settings).openapi()

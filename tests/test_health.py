@@ -1,0 +1,117 @@
+"""/healthz and /readyz: liveness, and readiness naming what is down."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.main import create_app
+from service.migrate import downgrade
+from tests.conftest import server_unavailable
+from tests.databases import postgres_mode
+from tests.servers import free_port
+
+
+async def test_healthz_is_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_ready_when_database_is_current(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "migrations": "ok"}}
+
+
+async def test_not_ready_when_migrations_are_behind(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    await asyncio.to_thread(downgrade, database_url, "base")
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["checks"] == {"database": "ok", "migrations": "down"}
+    assert body["detail"] == "down: migrations"
+
+
+def _unreachable_database(tmp_path: Path) -> str:
+    if postgres_mode():
+        return f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/nothing"
+    return f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'db.sqlite'}"
+
+
+async def test_not_ready_when_database_is_unreachable(settings: Settings, tmp_path: Path) -> None:
+    broken = settings.model_copy(update={"database_url": _unreachable_database(tmp_path)})
+    app = create_app(broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as c:
+            response = await c.get("/readyz")
+            alive = await c.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "down", "migrations": "down"}
+    assert alive.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        server_unavailable("redis-server is not installed")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def _ready(settings: Settings, **changes: Any) -> httpx.Response:
+    app: FastAPI = create_app(settings.model_copy(update=changes))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as c:
+            return await c.get("/readyz")
+
+
+async def test_ready_checks_the_configured_cache(settings: Settings, redis_url: str) -> None:
+    response = await _ready(settings, redis_url=redis_url)
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "migrations": "ok", "cache": "ok"}
+
+
+async def test_not_ready_when_the_cache_is_down(settings: Settings) -> None:
+    response = await _ready(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"] == {"database": "ok", "migrations": "ok", "cache": "down"}
+    assert body["detail"] == "down: cache"

@@ -1,0 +1,139 @@
+"""/metrics: requests by route and status, upstream outcomes and latency, tokens; and the sum
+across workers when several serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import (
+    ANALYZER_URL,
+    LLM_BASE_URL,
+    analysis,
+    completion,
+    interview,
+    scores_content,
+)
+from tests.servers import serving
+
+CHAT = f"{LLM_BASE_URL}/chat/completions"
+ANALYZE = f"{ANALYZER_URL}/analyze"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of the sample `name` with these labels (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+async def metrics(client: httpx.AsyncClient) -> str:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
+
+
+async def test_counts_requests_upstream_calls_and_tokens(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter
+) -> None:
+    upstream.post(CHAT).mock(
+        return_value=completion(
+            scores_content({"technical_depth": 4, "communication": 3}),
+            prompt_tokens=120,
+            completion_tokens=30,
+        )
+    )
+    upstream.post(ANALYZE).mock(return_value=analysis(82))
+    before = await metrics(client)
+
+    created = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    assert created.status_code == 201
+    read = await client.get(f"/v1/evaluations/{created.json()['id']}", headers=auth)
+    assert read.status_code == 200
+    missing = await client.get("/v1/evaluations/nope", headers=auth)
+    assert missing.status_code == 404
+    after = await metrics(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    requests = "scorer_http_requests_total"
+    assert delta(requests, method="POST", route="/v1/evaluations", status="201") == 1
+    # Route templates, never ids or query strings.
+    item = "/v1/evaluations/{evaluation_id}"
+    assert delta(requests, method="GET", route=item, status="200") == 1
+    assert delta(requests, method="GET", route=item, status="404") == 1
+    assert "/v1/evaluations/nope" not in after
+    latency = "scorer_http_request_duration_seconds_count"
+    assert delta(latency, method="POST", route="/v1/evaluations", status="201") == 1
+    assert delta("scorer_upstream_calls_total", upstream="llm", outcome="ok") == 1
+    assert delta("scorer_upstream_calls_total", upstream="analyzer", outcome="ok") == 1
+    upstream_latency = "scorer_upstream_call_duration_seconds_count"
+    assert delta(upstream_latency, upstream="llm", outcome="ok") == 1
+    assert delta("scorer_llm_tokens_total", kind="prompt") == 120
+    assert delta("scorer_llm_tokens_total", kind="completion") == 30
+    assert sample(after, "scorer_upstream_calls_in_flight", upstream="llm") == 0
+    # The scrape itself is in flight while it is rendered.
+    assert sample(after, "scorer_http_requests_in_flight") == 1
+    for hook in ("scorer_outbox_depth", "scorer_outbox_failures_total"):
+        assert f"# TYPE {hook.removesuffix('_total')}" in after
+
+
+@pytest.mark.parametrize("settings_overrides", [{"llm_max_retries": 0}])
+async def test_counts_failed_upstream_calls_by_outcome(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter
+) -> None:
+    upstream.post(CHAT).mock(
+        side_effect=[
+            httpx.Response(429, json={"error": {"message": "slow down"}}),
+            completion("not json"),
+            completion("still not json"),
+        ]
+    )
+    upstream.post(ANALYZE).mock(return_value=httpx.Response(503))
+    before = await metrics(client)
+
+    limited = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    invalid = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    after = await metrics(client)
+
+    assert limited.status_code == 503
+    assert invalid.status_code == 502
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    calls = "scorer_upstream_calls_total"
+    assert delta(calls, upstream="llm", outcome="rate_limited") == 1
+    assert delta(calls, upstream="llm", outcome="ok") == 2
+    assert delta("scorer_upstream_invalid_answers_total", upstream="llm") == 2
+    assert delta(calls, upstream="analyzer", outcome="unavailable") == 2
+    requests = "scorer_http_requests_total"
+    assert delta(requests, method="POST", route="/v1/evaluations", status="503") == 1
+    assert delta(requests, method="POST", route="/v1/evaluations", status="502") == 1
+
+
+def test_several_workers_report_one_sum(database_url: str, tmp_path: Path) -> None:
+    # Each worker counts in its own process; /metrics must add them up whichever answers.
+    shared = tmp_path / "metrics"
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    with serving(database_url=database_url, workdir=tmp_path, workers=2, env=env) as base_url:
+        with httpx.Client(base_url=base_url, timeout=10) as http:
+            start = sample(
+                http.get("/metrics").text, "scorer_http_requests_total", route="/healthz"
+            )
+            for _ in range(30):
+                assert http.get("/healthz").status_code == 200
+            for _ in range(6):
+                text = http.get("/metrics").text
+                total = sample(text, "scorer_http_requests_total", route="/healthz")
+                assert total == start + 30
+        workers = {p.stem.rsplit("_", 1)[-1] for p in shared.glob("gauge_livesum_*.db")}
+        assert len(workers) == 2
