@@ -17,7 +17,6 @@ from service.logs import QUIET_LOGGERS, JsonFormatter, configure_logging
 from tests.conftest import (
     ANALYZER_URL,
     LLM_BASE_URL,
-    analysis,
     completion,
     interview,
     scores_content,
