@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean eval openapi
+.PHONY: install demo test lint format bench clean eval openapi recipe
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check service tests migrations bench
 	$(BIN)/ruff check service tests migrations bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP)
 	$(BIN)/ruff format service tests migrations bench
@@ -47,3 +48,7 @@ clean:
 # The committed OpenAPI document (tests/test_openapi.py fails when the code drifts from it).
 openapi: $(STAMP)
 	$(BIN)/interview-scorer openapi --output openapi.json
+
+# The Dockerfile's recipe from an installed wheel, without a container engine.
+recipe:
+	bash .ci/image-recipe
