@@ -8,7 +8,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# color_message: uvicorn's ANSI-coloured copy of the message.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 # The id of the request being served, set by the middleware; every log line carries it.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)

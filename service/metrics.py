@@ -25,6 +25,10 @@ from prometheus_client import (
 from starlette.types import Scope
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# In multiprocess mode every metric writes to a file there from its definition on: a command
+# other than `serve` (which prepares it) may import this module first.
+if os.environ.get(MULTIPROC_ENV):
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
 # Seconds: the API answers in milliseconds to minutes (an LLM with retries).
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
