@@ -3,6 +3,7 @@ across workers when several serve."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -135,5 +136,12 @@ def test_several_workers_report_one_sum(database_url: str, tmp_path: Path) -> No
                 text = http.get("/metrics").text
                 total = sample(text, "scorer_http_requests_total", route="/healthz")
                 assert total == start + 30
-        workers = {p.stem.rsplit("_", 1)[-1] for p in shared.glob("gauge_livesum_*.db")}
-        assert len(workers) == 2
+        # Each worker writes its own files from start-up on; the second may still be starting.
+        deadline = time.monotonic() + 30
+        while len(_worker_files(shared)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_worker_files(shared)) == 2
+
+
+def _worker_files(shared: Path) -> set[str]:
+    return {p.stem.rsplit("_", 1)[-1] for p in shared.glob("gauge_livesum_*.db")}
