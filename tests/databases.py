@@ -137,10 +137,12 @@ async def _execute(dsn: str, statement: str) -> None:
 
 
 @contextmanager
-def fresh_postgres_database(dsn: str) -> Iterator[str]:
-    """A new empty database on the server at `dsn`, as an async SQLAlchemy URL; dropped after."""
+def fresh_postgres_database(dsn: str, *, template: str | None = None) -> Iterator[str]:
+    """A new database on the server at `dsn` (empty, or a copy of `template`), as an async
+    SQLAlchemy URL; dropped after."""
     name = f"t_{uuid.uuid4().hex}"
-    asyncio.run(_execute(dsn, f'CREATE DATABASE "{name}"'))
+    copy = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(_execute(dsn, f'CREATE DATABASE "{name}"{copy}'))
     try:
         yield _with_database(dsn, name, driver="postgresql+asyncpg")
     finally:
