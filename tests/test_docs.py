@@ -63,8 +63,7 @@ def render(url: str, profile: Path, *, budget_ms: int = 15000) -> str:
 
 
 def test_swagger_ui_renders_offline(database_url: str, tmp_path: Path) -> None:
-    browser = chromium()
-    assert browser
+    chromium()
     with serving(database_url=database_url, workdir=tmp_path) as base_url:
         dom = render(f"{base_url}/docs", tmp_path / "profile")
 
