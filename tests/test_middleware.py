@@ -21,7 +21,11 @@ async def test_api_responses_carry_security_headers(
         assert headers["referrer-policy"] == "no-referrer"
         assert headers["x-frame-options"] == "DENY"
         assert headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
-        assert headers["cache-control"] == "no-store"
+        # Cached reads tell browsers to revalidate every time (service/cache/reads.py); every
+        # other API response must not be stored at all. Neither lets a shared cache keep it.
+        assert headers["cache-control"] in ("no-store", "private, no-cache")
+    assert (await client.get("/healthz")).headers["cache-control"] == "no-store"
+    assert (await client.get("/v1/evaluations")).headers["cache-control"] == "no-store"
 
 
 async def test_docs_policy_allows_only_the_service_itself(client: httpx.AsyncClient) -> None:
