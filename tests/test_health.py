@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ from fastapi import FastAPI
 from service.config import Settings
 from service.main import create_app
 from service.migrate import downgrade
+from tests.cache.redis_server import RedisServer, find_redis
 from tests.conftest import server_unavailable
 from tests.databases import postgres_mode
 from tests.servers import free_port
@@ -74,29 +71,18 @@ async def test_not_ready_when_database_is_unreachable(settings: Settings, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """A throwaway redis-server on a free loopback port."""
-    binary = shutil.which("redis-server")
+    binary = find_redis()
     if binary is None:
         server_unavailable("redis-server is not installed")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    assert binary is not None
+    server = RedisServer(binary)
+    server.start()
     try:
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 async def _ready(settings: Settings, **changes: Any) -> httpx.Response:
