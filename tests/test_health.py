@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,15 @@ async def test_not_ready_when_migrations_are_behind(
     assert body["detail"] == "down: migrations"
 
 
+async def _aiosqlite_threads_done() -> None:
+    # aiosqlite stops a connection that failed to open without awaiting the stop: its thread
+    # answers later, and would find this test's event loop closed.
+    for _ in range(1000):
+        if not any("_connection_worker_thread" in t.name for t in threading.enumerate()):
+            return
+        await asyncio.sleep(0.01)
+
+
 def _unreachable_database(tmp_path: Path) -> str:
     if postgres_mode():
         return f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/nothing"
@@ -63,6 +73,7 @@ async def test_not_ready_when_database_is_unreachable(settings: Settings, tmp_pa
         async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as c:
             response = await c.get("/readyz")
             alive = await c.get("/healthz")
+    await _aiosqlite_threads_done()
 
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "down", "migrations": "down", "cache": "ok"}
