@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.config import Settings
 from service.evaluations.schemas import MAX_RECRUITERS
+from service.metrics import OUTBOX_DEPTH, OUTBOX_FAILURES
 from service.notifications import outbox
 from service.notifications.outbox import OutboxMessage
 from service.notifications.sender import DeliveryError, EmailSender, Mail
@@ -128,7 +129,10 @@ class Deliverer:
             )
         if given_up:
             log.warning("outbox rows given up after expired leases", extra={"count": given_up})
-        return await self._claim_and_send(evaluation_ids=None)
+        claimed = await self._claim_and_send(evaluation_ids=None)
+        async with self.sessionmaker() as session:
+            OUTBOX_DEPTH.set(await outbox.depth(session))
+        return claimed
 
     async def _claim_and_send(self, *, evaluation_ids: list[str] | None) -> int:
         settings = self.settings
@@ -218,6 +222,7 @@ class Deliverer:
             marked = await outbox.mark_sent_many(session, message_ids=sent, token=token)
             sent.clear()
             for row, error in failures:
+                OUTBOX_FAILURES.inc()
                 retry = None
                 if not error.permanent and row.attempts < settings.email_max_attempts:
                     retry = outbox.backoff_delay(

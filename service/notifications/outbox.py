@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    func,
     or_,
     select,
     update,
@@ -247,6 +248,16 @@ async def release(session: AsyncSession, *, tokens: Iterable[str]) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0))
+
+
+async def depth(session: AsyncSession) -> int:
+    """Rows still to be sent: waiting, being sent, or failed with a retry scheduled."""
+    waiting = or_(
+        OutboxMessage.status.in_(("queued", "sending")),
+        and_(OutboxMessage.status == "failed", OutboxMessage.next_attempt_at.is_not(None)),
+    )
+    count = await session.scalar(select(func.count()).select_from(OutboxMessage).where(waiting))
+    return int(count or 0)
 
 
 async def give_up_expired(session: AsyncSession, *, max_attempts: int) -> int:
