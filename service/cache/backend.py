@@ -130,6 +130,10 @@ class ResilientBackend(Backend):
         down_for = time.monotonic() - (self._down_since or time.monotonic())
         self._down_since = None
         logger.info("cache available again", extra={"down_s": round(down_for, 1)})
+        # The pool's idle connections still point at the Redis that went away: without
+        # retries, the next command on one of them would fail and start a new outage.
+        if self.redis is not None:
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
         # Erasures during the outage could not reach Redis: redo them before anything is
         # served from it, so that a deleted evaluation cannot come back with Redis. Cached
         # reads are keyed by generations whose bump was lost, so they all go.
