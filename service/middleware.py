@@ -43,18 +43,15 @@ class RequestObservability:
         token = request_id.set(rid)
         status = 500
         started = time.perf_counter()
+        done = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
-            await send(message)
-
-        HTTP_IN_FLIGHT.inc()
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
+        def finish() -> None:
+            # Once, when the response's last byte is sent: background tasks that run after
+            # it (the emails' fast path) are not the client's wait.
+            nonlocal done
+            if done:
+                return
+            done = True
             HTTP_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
             route = route_of(scope)
@@ -71,6 +68,21 @@ class RequestObservability:
                     "duration_ms": round(elapsed * 1000, 1),
                 },
             )
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            finish()
             request_id.reset(token)
 
 
