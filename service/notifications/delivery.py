@@ -223,15 +223,15 @@ class Deliverer:
             sent.clear()
             for row, error in failures:
                 OUTBOX_FAILURES.inc()
-                retry = None
-                if not error.permanent and row.attempts < settings.email_max_attempts:
-                    retry = outbox.backoff_delay(
-                        row.attempts,
-                        base_s=settings.email_backoff_base_s,
-                        cap_s=settings.email_backoff_cap_s,
-                    )
-                await outbox.mark_failed(
-                    session, message_id=row.id, token=token, error=str(error), retry_in_s=retry
+                retry = await outbox.record_failure(
+                    session,
+                    row=row,
+                    token=token,
+                    error=str(error),
+                    permanent=error.permanent,
+                    max_attempts=settings.email_max_attempts,
+                    backoff_base_s=settings.email_backoff_base_s,
+                    backoff_cap_s=settings.email_backoff_cap_s,
                 )
                 log.warning(
                     "email not sent" if retry is not None else "email given up",

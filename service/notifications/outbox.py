@@ -230,6 +230,26 @@ async def mark_failed(
     return bool(getattr(result, "rowcount", 0))
 
 
+async def record_failure(
+    session: AsyncSession,
+    *,
+    row: OutboxMessage,
+    token: str,
+    error: str,
+    permanent: bool,
+    max_attempts: int,
+    backoff_base_s: float,
+    backoff_cap_s: float,
+) -> float | None:
+    """Record a failed attempt of `row`: retried after a backoff, or given up when the failure
+    is permanent or the attempts are spent. The retry delay, None when given up."""
+    retry = None
+    if not permanent and row.attempts < max_attempts:
+        retry = backoff_delay(row.attempts, base_s=backoff_base_s, cap_s=backoff_cap_s)
+    await mark_failed(session, message_id=row.id, token=token, error=error, retry_in_s=retry)
+    return retry
+
+
 async def release(session: AsyncSession, *, tokens: Iterable[str]) -> int:
     """Put rows claimed under `tokens` back in the queue, the interrupted attempt uncounted."""
     tokens = list(tokens)

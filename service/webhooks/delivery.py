@@ -190,15 +190,15 @@ class WebhookDeliverer:
                 await outbox.mark_sent(session, message_id=row.id, token=token)
                 logger.info("webhook delivered", extra=context)
                 return
-            retry = None
-            if not error.permanent and row.attempts < settings.webhook_max_attempts:
-                retry = outbox.backoff_delay(
-                    row.attempts,
-                    base_s=settings.webhook_backoff_base_s,
-                    cap_s=settings.webhook_backoff_cap_s,
-                )
-            await outbox.mark_failed(
-                session, message_id=row.id, token=token, error=str(error), retry_in_s=retry
+            retry = await outbox.record_failure(
+                session,
+                row=row,
+                token=token,
+                error=str(error),
+                permanent=error.permanent,
+                max_attempts=settings.webhook_max_attempts,
+                backoff_base_s=settings.webhook_backoff_base_s,
+                backoff_cap_s=settings.webhook_backoff_cap_s,
             )
         logger.warning(
             "webhook not delivered" if retry is not None else "webhook given up",
