@@ -12,7 +12,6 @@ import asyncio
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
+
+from tests.servers import free_port
 
 DATABASE_ENV = "SCORER_TEST_DATABASE"
 POSTGRES_URL_ENV = "SCORER_TEST_POSTGRES_URL"
@@ -36,13 +37,6 @@ def postgres_mode() -> bool:
 def _pg_bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -92,7 +86,7 @@ def start_cluster() -> Cluster:
         os.chown(root, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     datadir = root / "data"
-    port = _free_port()
+    port = free_port()
     init = subprocess.run(
         [*as_user, initdb, "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
          "--no-sync", "--locale=C"],

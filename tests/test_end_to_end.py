@@ -4,7 +4,6 @@ the simulators as the LLM and the analyzer."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,13 +19,7 @@ from service.database import create_engine, create_sessionmaker
 from service.main import create_app
 from service.simulator import SimulatorConfig, start_simulator
 from tests.conftest import interview
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.servers import free_port
 
 
 @asynccontextmanager

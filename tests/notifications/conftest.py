@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
 import ssl
-import subprocess
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +19,6 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from service.migrate import upgrade
 from service.notifications.outbox import OutboxMessage
 from tests.conftest import (
     ANALYZER_URL,
@@ -33,8 +26,9 @@ from tests.conftest import (
     analysis,
     completion,
     scores_content,
-    server_unavailable,
 )
+from tests.databases import fresh_postgres_database
+from tests.servers import free_port
 
 CHAT = f"{LLM_BASE_URL}/chat/completions"
 ANALYZE = f"{ANALYZER_URL}/analyze"
@@ -92,14 +86,6 @@ class Inbox:
         """The mails received for `address`."""
         with self._lock:
             return [r for r in self.received if address in r.rcpt_tos]
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _authenticate(
@@ -202,58 +188,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within_s: float = 
             await asyncio.sleep(0.02)
 
 
-INITDB_OPTIONS = ["-U", "scorer", "--auth=trust", "-E", "UTF8", "--no-sync"]
-
-
-def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if found:
-        return found[-1].parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on a free loopback port, migrated; its asyncpg URL."""
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        server_unavailable("PostgreSQL (initdb) is not installed")
-        return
-    # PostgreSQL refuses to run as root: run it as the postgres user then.
-    as_user: list[str] = []
-    data = Path(tempfile.mkdtemp(prefix="scorer-pg-"))
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            server_unavailable("running as root without runuser")
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    db = data / "db"
-    start = ["-o", f"-p {port} -h 127.0.0.1 -k {data} -F", "-w", "start"]
-    try:
-        subprocess.run(
-            [*as_user, str(bin_dir / "initdb"), "-D", str(db), *INITDB_OPTIONS],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(db), "-l", str(data / "log"), *start],
-            check=True,
-            capture_output=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        shutil.rmtree(data, ignore_errors=True)
-        server_unavailable(f"PostgreSQL did not start: {exc}")
-        return
-    url = f"postgresql+asyncpg://scorer@127.0.0.1:{port}/postgres"
-    try:
-        upgrade(url)
+@pytest.fixture
+def postgres_url(postgres_server: str, postgres_template: str) -> Iterator[str]:
+    """A migrated database of its own on the session's PostgreSQL server (tests/databases.py),
+    whichever backend the rest of the run uses; its asyncpg URL."""
+    with fresh_postgres_database(postgres_server, template=postgres_template) as url:
         yield url
-    finally:
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(db), "-m", "immediate", "stop"],
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
