@@ -137,3 +137,45 @@ def wait_healthy(url: str, child: subprocess.Popen[bytes], *, timeout_s: float =
 def python() -> str:
     """This interpreter, so children run in the same virtualenv."""
     return sys.executable
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"service" in argv and b"worker" in argv
+
+
+def process_tree(pid: int) -> tuple[list[int], list[int]]:
+    """The API processes of a server (itself and its descendants) and its worker processes
+    (`interview-scorer worker` and theirs), as pids."""
+    api: list[int] = []
+    workers: list[int] = []
+    stack = [(pid, False)]
+    while stack:
+        current, in_worker = stack.pop()
+        in_worker = in_worker or _is_worker(current)
+        (workers if in_worker else api).append(current)
+        stack.extend((child, in_worker) for child in _children(current))
+    return api, workers
+
+
+def split_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a server's API processes and of its worker processes."""
+    api, workers = process_tree(pid)
+    return sum(cpu_seconds(p) for p in api), sum(cpu_seconds(p) for p in workers)

@@ -1,12 +1,17 @@
-"""`make bench`: the service against a sync and a naive-async design, on loopback, same simulator.
+"""`make bench`: the service against the floor and two reference designs, on loopback.
 
 Starts the simulator, then each design in turn, drives it with bench/loadgen.py (its own process)
-at each concurrency level, samples the server's memory and CPU, and writes bench/results/.
+at each concurrency level, samples the server's memory and the CPU of each of its processes (the
+API and, for the service, its background worker), waits after each level until the worker has
+delivered every mail the level queued, and writes bench/results/. The floor
+(bench/reference_floor.py) is what the service's figures are divided by: the same two upstream
+calls through the same clients, gathered, nothing stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -15,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +33,24 @@ from bench.processes import (
     free_port,
     python,
     rss_mb,
+    split_cpu,
     wait_healthy,
 )
+from bench.queue import Queue
 
 ROOT = Path(__file__).resolve().parent.parent
-DESIGNS = ("service", "naive_async", "sync")
+DESIGNS = ("service", "floor", "naive_async", "sync")
 APPS = {
+    "floor": "bench.reference_floor:create_app",
     "sync": "bench.reference_sync:create_app",
     "naive_async": "bench.reference_naive_async:create_app",
 }
 # Requests per level, by design. The sync design serves about 40 / 1.5 s = 27 requests a second,
 # so it gets fewer: enough to fill every level once, few enough to keep the run short.
 DEFAULT_REQUESTS = {
-    "service": {1: 5, 10: 50, 100: 600, 1000: 3000},
+    "service": {1: 5, 10: 50, 100: 1000, 1000: 6000},
+    "service_x2": {1000: 8000},
+    "floor": {1: 5, 10: 50, 100: 1000, 1000: 6000},
     "naive_async": {1: 5, 10: 50, 100: 300, 1000: 1000},
     "sync": {1: 5, 10: 30, 100: 200, 1000: 1000},
 }
@@ -87,6 +98,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cached-concurrency", type=int, default=100)
     parser.add_argument(
+        "--two-processes-level",
+        type=int,
+        default=1000,
+        metavar="LEVEL",
+        help="run the service with --workers 2 (two API processes, one worker) at this level "
+        "after the others (0 skips it)",
+    )
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the service's database: SQLite (the embedded default) or a throwaway PostgreSQL "
+        "cluster started for the run",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="after each level, how long to wait for the worker to deliver what it queued",
+    )
+    parser.add_argument(
         "--memory-bound-mb",
         type=float,
         default=600.0,
@@ -127,11 +160,13 @@ def _base_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def service_env(workdir: Path, simulator: str, extra: list[str]) -> dict[str, str]:
+def service_env(
+    workdir: Path, simulator: str, extra: list[str], *, database_url: str
+) -> dict[str, str]:
     """The service on its embedded defaults: SQLite, in-memory cache, file emails."""
     return {
         **_base_env(workdir),
-        "SCORER_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/bench.db",
+        "SCORER_DATABASE_URL": database_url,
         "SCORER_LLM_PROVIDER": "simulated",
         "SCORER_LLM_BASE_URL": f"{simulator}/v1",
         "SCORER_PORTFOLIO_ANALYZER_URL": simulator,
@@ -176,13 +211,19 @@ def start_simulator(procs: Processes, args: argparse.Namespace, workdir: Path) -
 
 
 def start_design(
-    procs: Processes, design: str, *, workdir: Path, simulator: str, extra: list[str]
+    procs: Processes,
+    design: str,
+    *,
+    workdir: Path,
+    simulator: str,
+    extra: list[str],
+    database_url: str,
 ) -> tuple[subprocess.Popen[bytes], str, str | None]:
     """Start one design on a free port: its process, its evaluations URL and its API key."""
     port = free_port()
     key: str | None = None
-    if design == "service":
-        env = service_env(workdir, simulator, extra)
+    if design.startswith("service"):
+        env = service_env(workdir, simulator, extra, database_url=database_url)
         cli = [python(), "-m", "service"]
         subprocess.run([*cli, "migrate"], env=env, cwd=workdir, check=True, capture_output=True)
         created = subprocess.run(
@@ -194,7 +235,8 @@ def start_design(
             text=True,
         )
         key = created.stdout.strip().splitlines()[-1]
-        argv = [*cli, "serve", "--host", HOST, "--port", str(port)]
+        processes = "2" if design == "service_x2" else "1"
+        argv = [*cli, "serve", "--host", HOST, "--port", str(port), "--workers", processes]
     else:
         env = {**_base_env(workdir), "BENCH_SIMULATOR_URL": simulator}
         argv = [
@@ -231,9 +273,13 @@ def run_level(
     simulator_pid: int,
     args: argparse.Namespace,
     workdir: Path,
+    queue: Queue | None = None,
     profile_to: Path | None = None,
 ) -> dict[str, Any]:
-    """Drive one design at one level; the load generator's figures plus the server's."""
+    """Drive one design at one level; the load generator's figures plus the server's.
+
+    For the service, the level ends when its worker has delivered every mail it queued: the
+    worker's CPU and the time that took are part of the level."""
     out = workdir / f"{design}-{mode}-{concurrency}.json"
     env = {**_base_env(workdir), "BENCH_API_KEY": key or ""}
     argv = [
@@ -260,12 +306,16 @@ def run_level(
     ]
     spy = _start_profiler(server_pid, profile_to) if profile_to else None
     rss_before = rss_mb(server_pid)
-    cpu_server, cpu_sim = cpu_seconds(server_pid), cpu_seconds(simulator_pid)
+    api_cpu, worker_cpu = split_cpu(server_pid)
+    cpu_sim = cpu_seconds(simulator_pid)
+    sent_before = queue.sent() if queue else 0
     started = time.perf_counter()
     with MemorySampler(server_pid) as memory:
         subprocess.run(argv, env=env, cwd=ROOT, check=True, timeout=args.level_time_limit + 180)
     wall = time.perf_counter() - started
-    cpu_server = cpu_seconds(server_pid) - cpu_server
+    api_cpu_level, worker_cpu_level = (
+        a - b for a, b in zip(split_cpu(server_pid), (api_cpu, worker_cpu), strict=True)
+    )
     cpu_sim = cpu_seconds(simulator_pid) - cpu_sim
     if spy is not None and profile_to is not None:
         spy.send_signal(signal.SIGINT)
@@ -273,9 +323,15 @@ def run_level(
         if profile_to.exists():
             print(f"where the service's time went ({profile_to}):", flush=True)
             print(profile.render(profile_to), flush=True)
+    drain_s, left = queue.drain(timeout_s=args.drain_timeout) if queue else (0.0, 0)
+    api_cpu_total, worker_cpu_total = (
+        a - b for a, b in zip(split_cpu(server_pid), (api_cpu, worker_cpu), strict=True)
+    )
+    delivered = (queue.sent() - sent_before) if queue else 0
     # Memory is only judged on the service; the others need no time to settle.
-    time.sleep(SETTLE_S if design == "service" else 0.5)
+    time.sleep(SETTLE_S if design.startswith("service") else 0.5)
     summary: dict[str, Any] = json.loads(out.read_text())
+    ok = max(summary["ok"], 1)
     summary.update(
         design=design,
         concurrency=concurrency,
@@ -283,9 +339,15 @@ def run_level(
         server_rss_before_mb=round(rss_before, 1),
         server_rss_peak_mb=round(memory.peak_mb, 1),
         server_rss_after_mb=round(rss_mb(server_pid), 1),
-        server_cpu_share=round(cpu_server / wall, 3),
+        server_cpu_share=round(api_cpu_level / wall, 3),
         # CPU per answered request: the figure least disturbed by other load on the machine.
-        server_cpu_ms_per_request=round(1000 * cpu_server / max(summary["ok"], 1), 2),
+        # The API's own, in the level and the drain after it (where it idles).
+        server_cpu_ms_per_request=round(1000 * api_cpu_total / ok, 2),
+        worker_cpu_share=round(worker_cpu_level / wall, 3),
+        worker_cpu_ms_per_mail=round(1000 * worker_cpu_total / delivered, 2) if delivered else None,
+        mails_delivered=delivered,
+        mails_left=left,
+        drain_s=round(drain_s, 2) if queue else None,
         simulator_cpu_share=round(cpu_sim / wall, 3),
     )
     print(report.line(summary), flush=True)
@@ -352,6 +414,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _databases(
+    args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack
+) -> Callable[[str], str]:
+    """A fresh database per design: a SQLite file, or a database on a throwaway cluster."""
+    if args.database == "sqlite":
+        return lambda design: f"sqlite+aiosqlite:///{workdir}/{design}.db"
+    from tests.databases import fresh_postgres_database, start_cluster
+
+    cluster = start_cluster()
+    stack.callback(cluster.stop)
+    return lambda design: stack.enter_context(fresh_postgres_database(cluster.dsn))
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -375,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory_bound_mb": args.memory_bound_mb,
             "level_time_limit_s": args.level_time_limit,
             "service_env": args.service_env,
+            "database": args.database,
         },
         "runs": [],
     }
@@ -382,13 +458,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         logs = args.out / "logs"
         logs.mkdir(exist_ok=True)
-        with Processes(logs) as procs:
+        with Processes(logs) as procs, contextlib.ExitStack() as stack:
             simulator, simulator_pid = start_simulator(procs, args, workdir)
-            for design in args.designs:
+            databases = _databases(args, workdir, stack)
+            plan = [(d, args.levels) for d in args.designs]
+            if "service" in args.designs and args.two_processes_level:
+                # After the one-process service: two API processes and one worker.
+                at = args.designs.index("service") + 1
+                plan.insert(at, ("service_x2", [args.two_processes_level]))
+            for design, levels in plan:
+                database_url = databases(design)
+                queue = Queue(database_url) if design.startswith("service") else None
                 server, url, key = start_design(
-                    procs, design, workdir=workdir, simulator=simulator, extra=args.service_env
+                    procs,
+                    design,
+                    workdir=workdir,
+                    simulator=simulator,
+                    extra=args.service_env,
+                    database_url=database_url,
                 )
-                for level in args.levels:
+                common: dict[str, Any] = {
+                    "design": design,
+                    "url": url,
+                    "key": key,
+                    "server_pid": server.pid,
+                    "simulator_pid": simulator_pid,
+                    "args": args,
+                    "workdir": workdir,
+                    "queue": queue,
+                }
+                for level in levels:
                     requests = args.requests_per_level or DEFAULT_REQUESTS[design].get(
                         level, max(5 * level, 5)
                     )
@@ -399,36 +498,21 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     results["runs"].append(
                         run_level(
-                            design=design,
-                            url=url,
-                            key=key,
                             concurrency=level,
                             requests=requests,
                             mode="distinct",
-                            server_pid=server.pid,
-                            simulator_pid=simulator_pid,
-                            args=args,
-                            workdir=workdir,
                             profile_to=profile,
+                            **common,
                         )
                     )
                 if design == "service" and args.cached_requests:
-                    common = {
-                        "design": design,
-                        "url": url,
-                        "key": key,
-                        "mode": "repeat",
-                        "server_pid": server.pid,
-                        "simulator_pid": simulator_pid,
-                        "args": args,
-                        "workdir": workdir,
-                    }
                     # One request first, so that a result cache has the answer.
-                    run_level(concurrency=1, requests=1, **common)
+                    run_level(concurrency=1, requests=1, mode="repeat", **common)
                     results["runs"].append(
                         run_level(
                             concurrency=args.cached_concurrency,
                             requests=args.cached_requests,
+                            mode="repeat",
                             profile_to=(
                                 args.out / "profile-service-cached.txt"
                                 if args.profile_cached
