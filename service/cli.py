@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from service.config import DatabaseSettings, SettingsError, load_settings
+from service.config import DatabaseSettings, Settings, SettingsError, load_settings
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -16,10 +16,8 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.logs import configure_logging
+def _ready_settings() -> Settings | int:
+    """The settings, if valid and the database's migrations are current; else the exit code."""
     from service.migrate import current_revision, head_revision
 
     try:
@@ -32,22 +30,56 @@ def _serve(args: argparse.Namespace) -> int:
             f"the database is at migration {current or 'none'}, not {head_revision()}: "
             "run `interview-scorer migrate` first"
         )
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.logs import configure_logging
+    from service.supervisor import WorkerSupervisor
+
+    settings = _ready_settings()
+    if isinstance(settings, int):
+        return settings
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     workers = args.workers or int(os.environ.get("SCORER_WORKERS", "1"))
     # Seen by every worker's settings: an in-process cache cannot be shared between them.
     os.environ["SCORER_WORKERS"] = str(workers)
-    _prepare_metrics_dir(workers)
-    uvicorn.run(
-        "service.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        backlog=4096,
-        timeout_graceful_shutdown=30,
+    # The background worker is one more process whose metrics /metrics must add up.
+    _prepare_metrics_dir(workers + (0 if args.no_worker else 1))
+    supervisor = (
+        None if args.no_worker else WorkerSupervisor([sys.executable, "-m", "service", "worker"])
     )
+    if supervisor is not None:
+        supervisor.start()
+    try:
+        uvicorn.run(
+            "service.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            backlog=4096,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+def _worker(_args: argparse.Namespace) -> int:
+    from service.logs import configure_logging
+    from service.worker import run_until_stopped
+
+    settings = _ready_settings()
+    if isinstance(settings, int):
+        return settings
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    asyncio.run(run_until_stopped(settings))
     return 0
 
 
@@ -133,9 +165,31 @@ async def _api_keys(args: argparse.Namespace) -> int:
                 if revoked is None:
                     return _fail(f"no key {args.key}", 1)
                 print(f"revoked key {revoked.id} ({revoked.name})")
+                await _announce_revocation(revoked.id)
     finally:
         await engine.dispose()
     return 0
+
+
+async def _announce_revocation(key_id: str) -> None:
+    """Tell the running processes over Redis, where configured; else their cache expires it."""
+    from redis.asyncio import Redis
+
+    from service.auth.dependencies import REVOCATIONS_CHANNEL
+
+    url = DatabaseSettings().redis_url
+    if not url:
+        return
+    redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await redis.publish(REVOCATIONS_CHANNEL, key_id)
+    except Exception as exc:
+        print(
+            f"could not announce the revocation over Redis ({type(exc).__name__}): "
+            "running processes stop accepting the key within SCORER_API_KEY_CACHE_S"
+        )
+    finally:
+        await redis.aclose()
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -186,11 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interview-scorer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the API")
+    serve = commands.add_parser("serve", help="run the API, and a background worker beside it")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=None, help="default: $SCORER_WORKERS or 1")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="API processes; default: $SCORER_WORKERS or 1"
+    )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="start no background worker (run `interview-scorer worker` on its own instead)",
+    )
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run a background worker: mail, webhooks, async evaluations and batches"
+    )
+    worker.set_defaults(run=_worker)
 
     commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
 

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     # Worker processes of `serve`: without Redis, several cannot share cached reads.
     workers: int = Field(default=1, ge=1)
 
+    # --- The request path (service/writer.py, service/auth) and the worker (service/worker.py).
+    # A group of writes closes this long after its first write, or at this many rows.
+    write_group_delay_s: float = Field(default=0.002, ge=0, le=1)
+    write_group_max_rows: int = Field(default=300, ge=1, le=10_000)
+    # A verified API key is trusted for this long in each process (0: checked every request);
+    # a revocation reaches every process at once over Redis where SCORER_REDIS_URL is set.
+    api_key_cache_s: float = Field(default=5.0, ge=0, le=300)
+    # How often the worker asks the database whether work is due (PostgreSQL's NOTIFY and the
+    # API's own writer in one process wake it sooner).
+    worker_poll_s: float = Field(default=0.05, gt=0, le=60)
+
     # --- Asynchronous evaluations, batches and webhooks (service/jobs, batches, webhooks). ---
     # Background scorings in flight per process (never more than SCORER_LLM_MAX_CONCURRENCY).
     job_concurrency: int = Field(default=16, ge=1)
@@ -151,7 +162,7 @@ class Settings(BaseSettings):
     email_lease_s: float = Field(default=120.0, gt=0)
     email_sweeper: bool = True
     email_sweep_interval_s: float = Field(default=10.0, gt=0)
-    email_sweep_batch: int = Field(default=20, ge=1, le=1000)
+    email_sweep_batch: int = Field(default=200, ge=1, le=1000)
     email_backoff_base_s: float = Field(default=30.0, gt=0)
     email_backoff_cap_s: float = Field(default=3600.0, gt=0)
     email_shutdown_grace_s: float = Field(default=10.0, ge=0)
@@ -191,3 +202,5 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     database_url: str = Settings.model_fields["database_url"].default
+    # Where `api-keys revoke` announces a revocation to the running processes.
+    redis_url: str | None = None

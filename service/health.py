@@ -22,8 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.backlog import Backlog, read_backlog
 from service.errors import problem_response
-from service.metrics import render_metrics
+from service.metrics import JOBS_PENDING, OLDEST_UNCLAIMED_AGE, OUTBOX_DEPTH, render_metrics
 from service.migrate import head_revision
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,17 @@ async def _run(check: ReadinessCheck) -> str:
     return "ok"
 
 
+async def _backlog(request: Request) -> Backlog | None:
+    """The worker's backlog, or None when the database cannot tell (readiness says why)."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            async with request.app.state.sessionmaker() as session:
+                return await read_backlog(session)
+    except Exception as exc:
+        logger.warning("backlog unreadable", extra={"error_type": type(exc).__name__})
+        return None
+
+
 @router.get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     """The process is alive."""
@@ -103,12 +115,14 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
-    """The database answers and its migrations are current; the cache's state is reported."""
+    """The database answers and its migrations are current; the cache's state and the worker's
+    backlog are reported."""
     required: dict[str, ReadinessCheck] = request.app.state.readiness_checks
     optional: dict[str, ReadinessCheck] = getattr(request.app.state, "degraded_checks", {})
     checks = {**required, **optional}
     results = await asyncio.gather(*(_run(check) for check in checks.values()))
     outcome = dict(zip(checks, results, strict=True))
+    backlog = await _backlog(request) if outcome.get("migrations") == "ok" else None
     down = [name for name in required if outcome[name] != "ok"]
     if down:
         body = {
@@ -120,12 +134,22 @@ async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
         }
         return problem_response(body, status=503)
     degraded = any(outcome[name] != "ok" for name in optional)
-    return {"status": "degraded" if degraded else "ok", "checks": outcome}
+    return {
+        "status": "degraded" if degraded else "ok",
+        "checks": outcome,
+        # A backlog is not a reason to stop answering: the API's part is done; it is shown.
+        "worker": backlog.as_dict() if backlog is not None else None,
+    }
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus metrics, of every worker."""
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics, of every process; the worker's backlog read now."""
+    backlog = await _backlog(request)
+    if backlog is not None:
+        OUTBOX_DEPTH.set(backlog.messages)
+        JOBS_PENDING.set(backlog.evaluations)
+        OLDEST_UNCLAIMED_AGE.set(backlog.oldest_unclaimed_age_s)
     body, content_type = await asyncio.to_thread(render_metrics)
     return Response(body, media_type=content_type)
 

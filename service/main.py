@@ -11,26 +11,25 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from service import __version__
+from service.auth.dependencies import SECURITY, SECURITY_SCHEMES, KeyCache
 from service.batches.router import router as batches_router
-from service.cache.reads import invalidate_reads
-from service.cache.result import CachedScorer
-from service.cache.setup import close_cache, open_cache
+from service.cache.setup import open_cache
 from service.config import Settings, load_settings
+from service.context import AppContext
 from service.database import create_engine, create_sessionmaker
 from service.docs import install_docs
 from service.errors import Problem, install_error_handlers
+from service.evaluations.cached import CachedScorer
 from service.evaluations.router import router as evaluations_router
+from service.evaluations.scorer import Scorer
 from service.health import cache_check, database_checks, install_health
 from service.http import BodySizeLimit, build_http_client
-from service.jobs.runner import JobRunner
 from service.llm.client import LLMClient
 from service.metrics import worker_exited
 from service.middleware import RequestObservability, SecurityHeaders
-from service.notifications.delivery import Deliverer
-from service.notifications.sender import build_sender
 from service.portfolio.client import PortfolioAnalyzer
 from service.reviews.router import router as reviews_router
-from service.webhooks.delivery import WebhookDeliverer
+from service.writer import GroupWriter
 
 DESCRIPTION = """\
 Scores job interviews with an LLM and a portfolio analyzer, concurrently.
@@ -50,52 +49,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         http_client = build_http_client(settings)
         llm = LLMClient(settings=settings, http_client=http_client)
         analyzer = PortfolioAnalyzer(settings=settings, http_client=http_client)
+        sessionmaker = create_sessionmaker(engine)
+        cache, reads_cached = await open_cache(settings)
+        scorer = CachedScorer(
+            Scorer(settings=settings, llm=llm, analyzer=analyzer), cache=cache, settings=settings
+        )
+        writer = GroupWriter(
+            engine,
+            max_delay_s=settings.write_group_delay_s,
+            max_rows=settings.write_group_max_rows,
+        )
+        keys = KeyCache(sessionmaker=sessionmaker, ttl_s=settings.api_key_cache_s)
+        if cache.redis is not None:
+            keys.listen(cache.redis)
+        context = AppContext(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            http_client=http_client,
+            cache=cache,
+            scorer=scorer,
+            writer=writer,
+            keys=keys,
+            reads_cached=reads_cached,
+        )
+        # The API process only answers: mail, webhooks and background scoring are the
+        # worker's (service/worker.py), which finds the rows this process writes.
+        app.state.context = context
         app.state.settings = settings
         app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.sessionmaker = sessionmaker
         app.state.http_client = http_client
-        # Caching (issue 3): the scorer answers repeats from the cache and coalesces.
-        cache = await open_cache(app, settings)
-        app.state.scorer = CachedScorer(settings=settings, llm=llm, analyzer=analyzer, cache=cache)
-
-        # Emails (service/notifications): the outbox's deliverer and its sweeper; a mail's new
-        # status makes the evaluation's cached reads stale.
-        async def on_change(evaluation_id: str) -> None:
-            await invalidate_reads(cache, evaluation_id=evaluation_id)
-
-        deliverer = Deliverer(
-            settings=settings,
-            sessionmaker=app.state.sessionmaker,
-            sender=build_sender(settings),
-            on_change=on_change,
-        )
-        app.state.deliverer = deliverer
-        deliverer.start()
-        # Asynchronous evaluations and batches: started here, which resumes what a previous
-        # process left pending; stopped before the clients it uses are closed.
-        webhooks = WebhookDeliverer(
-            settings=settings, sessionmaker=app.state.sessionmaker, http_client=http_client
-        )
-
-        async def after_finish(evaluation_id: str, emails: bool) -> None:
-            # A poll must see the outcome, not a cached "pending"; what the outcome queued
-            # (follow-up emails, webhooks) goes out now rather than at the next sweep.
-            await invalidate_reads(cache, evaluation_id=evaluation_id)
-            webhooks.wake()
-            if emails:
-                await deliverer.deliver_evaluation(evaluation_id)
-
-        job_runner = JobRunner(
-            settings=settings,
-            sessionmaker=app.state.sessionmaker,
-            scorer=app.state.scorer,
-            concurrency=min(settings.job_concurrency, llm.max_concurrency),
-            after_finish=after_finish,
-        )
-        app.state.job_runner = job_runner
-        app.state.webhooks = webhooks
-        webhooks.start()
-        job_runner.start()
+        app.state.cache = cache
+        app.state.scorer = scorer
+        app.state.writer = writer
+        app.state.keys = keys
+        writer.start()
         # --- deploy: readiness checks (other features add theirs to these dicts)
         app.state.readiness_checks = database_checks(engine)
         app.state.degraded_checks = cache_check(cache)
@@ -103,10 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await job_runner.stop()
-            await webhooks.stop()
-            await deliverer.stop()
-            await close_cache(app)
+            await writer.stop()
+            await keys.close()
+            await cache.close()
             await http_client.aclose()
             await engine.dispose()
             worker_exited()
@@ -138,7 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Authorization", "X-API-Key", "Content-Type", "Idempotency-Key", "Prefer",
                 "X-Request-ID",
             ],
-            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "Location", "Retry-After", "X-Request-ID", "Idempotent-Replayed",
+                "Preference-Applied",
+            ],
             max_age=600,
         )  # fmt: skip
     app.add_middleware(SecurityHeaders)
@@ -160,6 +151,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         components["Problem"] = Problem.model_json_schema(
             ref_template="#/components/schemas/{model}"
         )
+        # Every operation that can answer 401 takes a key (service/auth/dependencies.py).
+        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if "401" in operation.get("responses", {}):
+                    operation["security"] = SECURITY
         app.openapi_schema = schema
         return schema
 

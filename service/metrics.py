@@ -71,9 +71,23 @@ UPSTREAM_INVALID = Counter(
     "Answers of an upstream that failed validation (the LLM's schema, the analyzer's contract)",
     ["upstream"],
 )
-# Hooks for the outbox: the sweeper sets the depth and counts failed deliveries.
+# The worker's backlog (service/backlog.py), read from the database when /metrics is scraped;
+# failed deliveries are counted by the worker (its process shares the multiprocess directory
+# that `serve` sets up).
 OUTBOX_DEPTH = Gauge(
-    "scorer_outbox_depth", "Emails waiting in the outbox", multiprocess_mode="mostrecent"
+    "scorer_outbox_depth",
+    "Messages (emails and webhooks) waiting for a worker: queued, being sent, or to be retried",
+    multiprocess_mode="mostrecent",
+)
+JOBS_PENDING = Gauge(
+    "scorer_jobs_pending",
+    "Asynchronous evaluations waiting for a worker or being scored",
+    multiprocess_mode="mostrecent",
+)
+OLDEST_UNCLAIMED_AGE = Gauge(
+    "scorer_worker_oldest_unclaimed_age_seconds",
+    "How long the longest-waiting unclaimed message or evaluation has been due (0 when none)",
+    multiprocess_mode="mostrecent",
 )
 OUTBOX_FAILURES = Counter("scorer_outbox_failures", "Failed email delivery attempts")
 

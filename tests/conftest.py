@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ from fastapi import FastAPI
 from sqlalchemy import make_url
 
 from service.auth.service import create_api_key
+from service.backlog import outstanding
 from service.config import Settings
 from service.main import create_app
 from service.migrate import upgrade
+from service.worker import Worker
 from tests.databases import POSTGRES_URL_ENV, fresh_postgres_database, postgres_mode, start_cluster
 
 LLM_BASE_URL = "https://llm.test/v1"
@@ -107,11 +111,56 @@ def settings(database_url: str, settings_overrides: dict[str, Any], tmp_path: Pa
     return Settings(_env_file=None, **values)
 
 
+@asynccontextmanager
+async def serving(application: FastAPI, *, worker: bool = True) -> AsyncIterator[FastAPI]:
+    """Run the app's lifespan and, unless told not to, a worker in the same event loop.
+
+    In production the worker is a process of its own (`interview-scorer worker`); here it
+    shares the app's engine and clients, and the app's writer wakes it at each commit, so a
+    test sees its mail go out without waiting for a poll. The worker's parts are on
+    `app.state` as `worker`, `deliverer`, `webhooks` and `job_runner`.
+    """
+    async with application.router.lifespan_context(application):
+        if not worker:
+            yield application
+            return
+        state = application.state
+        background = Worker(
+            settings=state.settings,
+            engine=state.engine,
+            sessionmaker=state.sessionmaker,
+            http_client=state.http_client,
+            scorer=state.scorer,
+        )
+        state.worker = background
+        state.deliverer = background.deliverer
+        state.webhooks = background.webhooks
+        state.job_runner = background.jobs
+        state.writer.on_work = background.wake
+        background.start()
+        try:
+            yield application
+        finally:
+            state.writer.on_work = None
+            await background.stop()
+
+
+async def settle(app: FastAPI, *, within_s: float = 15) -> None:
+    """Wait until the worker has done what is due: every queued mail and webhook sent (or
+    failed, a retry scheduled for later) and every queued evaluation scored. A bound on
+    waiting, not a timing assertion."""
+    async with asyncio.timeout(within_s):
+        while True:
+            async with app.state.sessionmaker() as session:
+                if await outstanding(session) == 0:
+                    return
+            await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The application with its lifespan running."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    """The application with its lifespan running, and a worker beside it."""
+    async with serving(create_app(settings)) as application:
         yield application
 
 

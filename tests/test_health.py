@@ -10,13 +10,22 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 from fastapi import FastAPI
 
 from service.config import Settings
 from service.main import create_app
 from service.migrate import downgrade
 from tests.cache.redis_server import RedisServer, find_redis
-from tests.conftest import server_unavailable
+from tests.conftest import (
+    ANALYZER_URL,
+    LLM_BASE_URL,
+    analysis,
+    completion,
+    interview,
+    scores_content,
+    server_unavailable,
+)
 from tests.databases import postgres_mode
 from tests.servers import free_port
 
@@ -27,13 +36,44 @@ async def test_healthz_is_ok(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
+IDLE = {"messages": 0, "evaluations": 0, "oldest_unclaimed_age_s": 0.0}
+
+
 async def test_ready_when_database_is_current(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
         "checks": {"database": "ok", "migrations": "ok", "cache": "ok"},
+        "worker": IDLE,
     }
+
+
+async def test_readiness_shows_the_workers_backlog(
+    client: httpx.AsyncClient, auth: dict[str, str], app: FastAPI, upstream: respx.MockRouter
+) -> None:
+    """Work the API queued and no worker took: counted, and its wait reported, still ready."""
+    upstream.post(f"{LLM_BASE_URL}/chat/completions").mock(
+        return_value=completion(scores_content({"technical_depth": 4, "communication": 3}))
+    )
+    upstream.post(f"{ANALYZER_URL}/analyze").mock(return_value=analysis())
+    await app.state.worker.stop()
+    notify = {"candidate": True, "recruiters": ["lead@example.com"]}
+    assert (
+        await client.post("/v1/evaluations", json=interview(notify=notify), headers=auth)
+    ).status_code == 201
+    queued = await client.post(
+        "/v1/evaluations", json=interview(), headers={**auth, "Prefer": "respond-async"}
+    )
+    assert queued.status_code == 202
+    await asyncio.sleep(0.05)
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 200
+    backlog = response.json()["worker"]
+    assert (backlog["messages"], backlog["evaluations"]) == (2, 1)
+    assert backlog["oldest_unclaimed_age_s"] >= 0.05
 
 
 async def test_not_ready_when_migrations_are_behind(
@@ -110,6 +150,7 @@ async def test_ready_checks_the_configured_cache(settings: Settings, redis_url: 
     assert response.json() == {
         "status": "ok",
         "checks": {"database": "ok", "migrations": "ok", "cache": "ok"},
+        "worker": IDLE,
     }
 
 
@@ -121,4 +162,5 @@ async def test_a_cache_outage_is_reported_and_the_replica_stays_ready(settings: 
     assert response.json() == {
         "status": "degraded",
         "checks": {"database": "ok", "migrations": "ok", "cache": "down"},
+        "worker": IDLE,
     }

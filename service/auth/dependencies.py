@@ -1,40 +1,142 @@
-"""The API key check of every protected endpoint."""
+"""The API key check of every protected endpoint, and the process's short cache of keys."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.auth.models import ApiKey
-from service.auth.service import find_active_key
+from service.auth.service import find_active_key_by_hash, hash_key
 from service.errors import AuthenticationError, PermissionDenied
 
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`")
+logger = logging.getLogger(__name__)
+
+# How a key is sent, as the OpenAPI document declares it (service/main.py adds it to every
+# operation that can answer 401). The dependency reads the headers itself: FastAPI's security
+# classes as sub-dependencies cost a tenth of a cached request's CPU (bench/profile.py).
+SECURITY_SCHEMES = {
+    "HTTPBearer": {
+        "type": "http",
+        "description": "`Authorization: Bearer <key>`",
+        "scheme": "bearer",
+    },
+    "APIKeyHeader": {
+        "type": "apiKey",
+        "description": "`X-API-Key: <key>`",
+        "in": "header",
+        "name": "X-API-Key",
+    },
+}
+SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+
+# Published by `api-keys revoke` when Redis is configured: every process drops the key at once.
+REVOCATIONS_CHANNEL = "scorer:api-keys:revoked"
+# Unknown keys are not remembered; known ones are, up to this many (then the cache starts over).
+MAX_ENTRIES = 10_000
+
+
+class KeyCache:
+    """Verified keys by hash, trusted for `ttl_s` seconds: the lookup is not repeated per request.
+
+    A revoked key keeps working in a process for at most `ttl_s` (SCORER_API_KEY_CACHE_S), or
+    not at all where Redis carries the revocation. Unknown keys are never cached: a key made a
+    moment ago works at once.
+    """
+
+    def __init__(self, *, sessionmaker: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
+        self._sessionmaker = sessionmaker
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, ApiKey]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def find(self, key: str) -> ApiKey | None:
+        """The unrevoked key matching `key`, or None."""
+        digest = hash_key(key)
+        now = time.monotonic()
+        entry = self._entries.get(digest)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        # Its own short session: the request's session must not hold a connection from here
+        # through the upstream calls.
+        async with self._sessionmaker() as session:
+            row = await find_active_key_by_hash(session, digest=digest)
+        if row is None:
+            self._entries.pop(digest, None)
+        elif self._ttl_s > 0:
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[digest] = (now + self._ttl_s, row)
+        return row
+
+    def forget(self, key_id: str | None = None) -> None:
+        """Drop the key with this id (every key when None)."""
+        if key_id is None:
+            self._entries.clear()
+            return
+        for digest, (_, row) in list(self._entries.items()):
+            if row.id == key_id:
+                del self._entries[digest]
+
+    def listen(self, redis: Redis) -> None:
+        """Drop revoked keys as Redis announces them."""
+        self._listener = asyncio.create_task(self._listen(redis), name="api-key-revocations")
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    async def _listen(self, redis: Redis) -> None:
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(REVOCATIONS_CHANNEL)
+                    # Subscribed anew after an outage: what was revoked meanwhile is unknown.
+                    self.forget()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            data = message.get("data")
+                            self.forget(data.decode() if isinstance(data, bytes) else None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("revocation listener failed", extra={"error": type(exc).__name__})
+                self.forget()
+                await asyncio.sleep(1)
+
+
+def _presented_key(request: Request) -> str | None:
+    """The key from `Authorization: Bearer <key>`, else from `X-API-Key`."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return headers.get("x-api-key") or None
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that returns the caller's key, or fails with 401 or 403."""
 
-    async def dependency(
-        request: Request,
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-        header_key: Annotated[str | None, Security(_header)],
-    ) -> ApiKey:
-        key = bearer.credentials if bearer else header_key
+    async def dependency(request: Request) -> ApiKey:
+        key = _presented_key(request)
         if not key:
             raise AuthenticationError(
                 "An API key is required (Authorization: Bearer or X-API-Key)."
             )
-        # Its own short session: the request's session must not hold a connection from here
-        # through the upstream calls.
-        sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-        async with sessionmaker() as session:
-            api_key = await find_active_key(session, key=key)
+        keys: KeyCache = request.app.state.keys
+        api_key = await keys.find(key)
         if api_key is None:
             raise AuthenticationError("The API key is unknown or revoked.")
         if scope not in api_key.scope_set:

@@ -65,5 +65,10 @@ async def revoke_api_key(session: AsyncSession, *, key_id_or_prefix: str) -> Api
 
 async def find_active_key(session: AsyncSession, *, key: str) -> ApiKey | None:
     """The unrevoked key matching `key`, or None."""
-    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    return await find_active_key_by_hash(session, digest=hash_key(key))
+
+
+async def find_active_key_by_hash(session: AsyncSession, *, digest: str) -> ApiKey | None:
+    """The unrevoked key whose stored hash is `digest`, or None."""
+    row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     return row if row is not None and row.revoked_at is None else None

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Response, status
+from fastapi import APIRouter, Path, Response, status
 
 from service.auth.dependencies import ReadKey, WriteKey
 from service.batches import service as batch_service
 from service.batches.schemas import BatchCreate, BatchRead
-from service.cache.reads import CacheDep, invalidate_reads
+from service.cache.reads import invalidate_reads
+from service.context import ContextDep
 from service.database import SessionDep
-from service.dependencies import SettingsDep
 from service.errors import problem_responses
-from service.jobs.runner import JobRunner, get_runner
 
 router = APIRouter(prefix=batch_service.BATCHES_PATH, tags=["batches"])
 
@@ -30,20 +29,17 @@ async def create_batch(
     payload: BatchCreate,
     session: SessionDep,
     api_key: WriteKey,
-    settings: SettingsDep,
-    runner: Annotated[JobRunner, Depends(get_runner)],
-    background: BackgroundTasks,
+    ctx: ContextDep,
     response: Response,
-    cache: CacheDep,
 ) -> BatchRead:
     """Accept up to SCORER_MAX_BATCH_ITEMS interviews; each invalid one is reported alone."""
     batch = await batch_service.create_batch(
-        session, payload=payload, api_key=api_key, settings=settings
+        session, payload=payload, api_key=api_key, settings=ctx.settings
     )
+    await session.commit()
+    await invalidate_reads(ctx.cache, evaluation_id=None)
+    await ctx.work_committed()
     response.headers["Location"] = f"{router.prefix}/{batch.id}"
-    # After the commit, which the session dependency makes before the response goes out.
-    background.add_task(invalidate_reads, cache, evaluation_id=None)
-    background.add_task(runner.wake)
     return batch
 
 

@@ -1,56 +1,32 @@
-"""The cached read endpoints: keys per caller's scopes, invalidated by generation.
+"""Cached reads: the bytes of an answer, kept under a key that a write makes unreachable.
 
 Every cached read key embeds a generation token: one per evaluation, one for the list.
 Writing or erasing an evaluation replaces the tokens after the commit, so every entry
-written before is unreachable at once, on every replica, without scanning for keys; old
-entries simply expire. A missing token is replaced by a new one, never by a default, so an
-evicted token cannot resurrect old entries.
+written before is unreachable at once, on every replica that shares Redis, without scanning
+for keys; old entries simply expire. A missing token is replaced by a new one, never by a
+default, so an evicted token cannot resurrect old entries.
+
+Only a final view is cached: an evaluation that is completed or failed and whose mails are all
+sent, cancelled or given up (and a page of such evaluations). What the worker process changes
+(a job's outcome, a mail's status) is never final before it changes, so no cached copy can go
+stale behind the API's back, and the worker needs no way to reach the API's cache.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from collections.abc import Iterable
 
-from fastapi import Depends, Request, Response
-from fastapi_cache.decorator import cache
-from fastapi_cache.types import KeyBuilder
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.auth.models import ApiKey
 from service.cache.backend import PREFIX, READS_PREFIX, ResilientBackend
-from service.cache.result import CachedScorer
-from service.evaluations import repository
-from service.evaluations import service as evaluation_service
-from service.evaluations.schemas import EvaluationCreate
-from service.evaluations.scorer import Scorer
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 LIST_GENERATION = f"{PREFIX}:gen:evaluations"
 
 
 def _evaluation_generation(evaluation_id: str) -> str:
     return f"{PREFIX}:gen:evaluation:{evaluation_id}"
-
-
-def get_cache(request: Request) -> ResilientBackend:
-    """The process's cache backend."""
-    backend: ResilientBackend = request.app.state.cache
-    return backend
-
-
-async def _cache_dependency(request: Request) -> ResilientBackend:
-    # async: a sync dependency would cost a trip through FastAPI's thread pool per request.
-    return get_cache(request)
-
-
-CacheDep = Annotated[ResilientBackend, Depends(_cache_dependency)]
 
 
 async def _generation(backend: ResilientBackend, key: str, *, ttl_s: int) -> str:
@@ -63,58 +39,25 @@ async def _generation(backend: ResilientBackend, key: str, *, ttl_s: int) -> str
     return raw.decode() if raw is not None else uuid.uuid4().hex
 
 
-def _variant(request: Request, kwargs: dict[str, Any]) -> str:
-    # What the response may depend on: path, query and the scopes of the caller's key.
-    scopes = sorted(
-        scope for value in kwargs.values() if isinstance(value, ApiKey) for scope in value.scope_set
+def _variant(parts: Iterable[str]) -> str:
+    # What the answer may depend on besides the generation: the path and query, the caller.
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+async def evaluation_read_key(
+    backend: ResilientBackend, *, evaluation_id: str, variant: Iterable[str]
+) -> str:
+    """The cache key of one evaluation's read, for this variant of the request."""
+    generation = await _generation(
+        backend, _evaluation_generation(evaluation_id), ttl_s=backend.ttl_s
     )
-    material = [request.url.path, sorted(request.query_params.multi_items()), scopes]
-    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:32]
+    return f"{PREFIX}:{READS_PREFIX}:evaluation:{generation}:{_variant(variant)}"
 
 
-def _key_builder(generation_of: Callable[[dict[str, Any]], str]) -> KeyBuilder:
-    async def build(
-        func: Callable[..., Any],
-        namespace: str = "",
-        *,
-        request: Request | None = None,
-        response: Response | None = None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> str:
-        assert request is not None
-        backend = get_cache(request)
-        generation = await _generation(backend, generation_of(kwargs), ttl_s=backend.ttl_s)
-        return f"{namespace}:{generation}:{_variant(request, kwargs)}"
-
-    return build
-
-
-evaluation_key = _key_builder(lambda kwargs: _evaluation_generation(kwargs["evaluation_id"]))
-list_key = _key_builder(lambda kwargs: LIST_GENERATION)
-
-
-def cached_read(*, name: str, key_builder: KeyBuilder) -> Callable[[F], F]:
-    """fastapi-cache2's decorator, telling HTTP caches to revalidate every time.
-
-    The library answers `Cache-Control: max-age=<ttl>`, which would let a browser or proxy
-    keep showing an evaluation after it was erased.
-    """
-
-    def decorate(func: F) -> F:
-        inner = cache(namespace=f"{READS_PREFIX}:{name}", key_builder=key_builder)(func)
-
-        @functools.wraps(inner)
-        async def outer(*args: Any, **kwargs: Any) -> Any:
-            result = await inner(*args, **kwargs)
-            for value in (*kwargs.values(), result):
-                if isinstance(value, Response):
-                    value.headers["Cache-Control"] = "private, no-cache"
-            return result
-
-        return outer  # type: ignore[return-value]
-
-    return decorate
+async def list_read_key(backend: ResilientBackend, *, variant: Iterable[str]) -> str:
+    """The cache key of a page of the list, for this variant of the request."""
+    generation = await _generation(backend, LIST_GENERATION, ttl_s=backend.ttl_s)
+    return f"{PREFIX}:{READS_PREFIX}:evaluations:{generation}:{_variant(variant)}"
 
 
 async def invalidate_reads(backend: ResilientBackend, *, evaluation_id: str | None) -> None:
@@ -137,22 +80,3 @@ async def commit_then_invalidate(
     """
     await session.commit()
     await invalidate_reads(backend, evaluation_id=evaluation_id)
-
-
-async def erase_evaluation(
-    session: AsyncSession, *, evaluation_id: str, scorer: Scorer, backend: ResilientBackend
-) -> None:
-    """Erase an evaluation, then every cache entry derived from it; 404 if there is none.
-
-    Idempotency records of the evaluation go with it (ON DELETE CASCADE).
-    """
-    evaluation = await repository.get_evaluation(session, evaluation_id)
-    request = evaluation.request if evaluation is not None else None
-    await evaluation_service.delete_evaluation(session, evaluation_id=evaluation_id)
-    await commit_then_invalidate(session, backend, evaluation_id=evaluation_id)
-    if request is not None and isinstance(scorer, CachedScorer):
-        try:
-            payload = EvaluationCreate.model_validate(request)
-        except ValidationError:
-            return  # stored by an older schema: its result key cannot be rebuilt
-        await scorer.forget(payload)

@@ -1,34 +1,53 @@
-"""The /v1/evaluations endpoints."""
+"""The /v1/evaluations endpoints: parse HTTP, call the use case, send its bytes."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
-from service.cache.reads import (
-    CacheDep,
-    cached_read,
-    erase_evaluation,
-    evaluation_key,
-    invalidate_reads,
-    list_key,
-)
-from service.database import SessionDep
-from service.dependencies import ScorerDep, SettingsDep
+from service.context import ContextDep
 from service.errors import problem_responses
 from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
-from service.idempotency.dependency import IdempotencyDep, replay_response
-from service.idempotency.service import Replay
-from service.jobs import service as job_service
-from service.jobs.runner import JobRunner, get_runner
-from service.notifications.delivery import DelivererDep
 
-router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
+router = APIRouter(prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"])
 
 EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's id")]
+JSON = "application/json"
+
+
+def _read_response(read: evaluation_service.Read) -> Response:
+    # A cached read must not be kept by a browser or proxy: an erased evaluation would stay
+    # visible. X-FastAPI-Cache says whether this process's cache answered (HIT or MISS).
+    headers = {"Cache-Control": "private, no-cache"}
+    if read.hit is not None:
+        headers["X-FastAPI-Cache"] = "HIT" if read.hit else "MISS"
+    return Response(read.body, headers=headers, media_type=JSON)
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description=(
+            "Makes retries safe: the same key and body return the first response "
+            "(`Idempotent-Replayed: true`), another body 422, while the first runs 409. "
+            "Scoped to the API key; remembered for SCORER_IDEMPOTENCY_TTL_S."
+        ),
+    ),
+]
+
+
+def prefers_async(prefer: str | None) -> bool:
+    """Whether a Prefer header (RFC 7240) asks for respond-async."""
+    if not prefer:
+        return False
+    return any(part.split(";")[0].strip().lower() == "respond-async" for part in prefer.split(","))
 
 
 @router.post(
@@ -43,63 +62,36 @@ EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's 
 )
 async def create_evaluation(
     payload: EvaluationCreate,
-    session: SessionDep,
     api_key: WriteKey,
-    scorer: ScorerDep,
-    settings: SettingsDep,
-    response: Response,
-    idempotency: IdempotencyDep,
-    cache: CacheDep,
-    runner: Annotated[JobRunner, Depends(get_runner)],
-    background_tasks: BackgroundTasks,
-    deliverer: DelivererDep,
+    ctx: ContextDep,
+    idempotency_key: IdempotencyKeyHeader = None,
     prefer: Annotated[str | None, Header(description="respond-async: answer 202 at once")] = None,
-) -> Any:
+) -> Response:
     """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it.
 
     With `Prefer: respond-async`: 202 at once with the pending evaluation and its Location;
     it is scored in the background (poll the Location, or give a `callback_url`).
     """
-    respond_async = job_service.prefers_async(prefer)
-    if not respond_async:
-        job_service.check_synchronous(payload)
-
-    async def score() -> EvaluationRead:
-        if respond_async:
-            return await job_service.submit_evaluation(
-                session, payload=payload, api_key=api_key, settings=settings
-            )
-        return await evaluation_service.create_evaluation(
-            session, payload=payload, api_key=api_key, scorer=scorer, settings=settings
-        )
-
-    accepted = status.HTTP_202_ACCEPTED if respond_async else status.HTTP_201_CREATED
-    outcome = await idempotency.run(
-        session, api_key=api_key, payload=payload, action=score, status=accepted
+    answer = await evaluation_service.create_evaluation(
+        ctx,
+        payload=payload,
+        api_key=api_key,
+        idempotency_key=idempotency_key,
+        respond_async=prefers_async(prefer),
     )
-    if isinstance(outcome, Replay):
-        # A replay sends no new email: the first request's are already in the outbox.
-        return replay_response(outcome, location=f"{router.prefix}/{outcome.body['id']}")
-    await invalidate_reads(cache, evaluation_id=None)
-    response.headers["Location"] = f"{router.prefix}/{outcome.id}"
-    if respond_async:
-        response.status_code = accepted
-        response.headers["Preference-Applied"] = "respond-async"
-        runner.wake()  # committed by idempotency.run: a worker can claim it now
-    if outcome.notifications:
-        # Runs after the response, hence after the session dependency committed the rows.
-        background_tasks.add_task(deliverer.deliver_evaluation, outcome.id)
-    return outcome
+    return Response(answer.body, status_code=answer.status, headers=answer.headers, media_type=JSON)
 
 
 @router.get(
-    "/{evaluation_id}", responses=problem_responses(401, 403, 404), summary="One evaluation"
+    "/{evaluation_id}",
+    response_model=EvaluationRead,
+    responses=problem_responses(401, 403, 404),
+    summary="One evaluation",
 )
-@cached_read(name="evaluation", key_builder=evaluation_key)
 async def read_evaluation(
     evaluation_id: EvaluationId,
-    session: SessionDep,
-    _key: ReadKey,
+    api_key: ReadKey,
+    ctx: ContextDep,
     include: Annotated[
         Literal["provenance"] | None,
         Query(
@@ -107,33 +99,43 @@ async def read_evaluation(
             "system fingerprints, and the raw output and tokens of every LLM attempt"
         ),
     ] = None,
-) -> EvaluationRead:
+) -> Response:
     """One evaluation; also the way to poll an asynchronous one."""
-    return await evaluation_service.read_evaluation(
-        session, evaluation_id=evaluation_id, include_provenance=include == "provenance"
+    read = await evaluation_service.read_evaluation(
+        ctx,
+        evaluation_id=evaluation_id,
+        include_provenance=include == "provenance",
+        api_key=api_key,
     )
+    return _read_response(read)
 
 
-@router.get("", responses=problem_responses(401, 403, 422), summary="List evaluations")
-@cached_read(name="evaluations", key_builder=list_key)
+@router.get(
+    "",
+    response_model=EvaluationPage,
+    responses=problem_responses(401, 403, 422),
+    summary="List evaluations",
+)
 async def list_evaluations(
-    session: SessionDep,
-    _key: ReadKey,
+    api_key: ReadKey,
+    ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     candidate_email: Annotated[str | None, Query(max_length=320)] = None,
     position: Annotated[str | None, Query(max_length=200, description="exact title")] = None,
     status: Status | None = None,
-) -> EvaluationPage:
+) -> Response:
     """Evaluations, newest first, a page at a time."""
-    return await evaluation_service.list_evaluations(
-        session,
+    read = await evaluation_service.list_evaluations(
+        ctx,
+        api_key=api_key,
         limit=limit,
         cursor=cursor,
         candidate_email=candidate_email,
         position=position,
         status=status,
     )
+    return _read_response(read)
 
 
 @router.delete(
@@ -142,12 +144,6 @@ async def list_evaluations(
     responses=problem_responses(401, 403, 404),
     summary="Erase an evaluation",
 )
-async def delete_evaluation(
-    evaluation_id: EvaluationId,
-    session: SessionDep,
-    _key: DeleteKey,
-    scorer: ScorerDep,
-    cache: CacheDep,
-) -> None:
+async def delete_evaluation(evaluation_id: EvaluationId, _key: DeleteKey, ctx: ContextDep) -> None:
     """Erase an evaluation and everything derived from it, cache entries included."""
-    await erase_evaluation(session, evaluation_id=evaluation_id, scorer=scorer, backend=cache)
+    await evaluation_service.delete_evaluation(ctx, evaluation_id=evaluation_id)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from service.config import Settings
 from service.errors import ServiceError, TranscriptUnscorable
+from service.evaluations.canonical import Interview
 from service.evaluations.quality import assess
 from service.evaluations.schemas import (
     CriterionResult,
@@ -43,13 +42,6 @@ class ScoringResult(BaseModel):
     cached: bool = False
 
 
-def rubric_hash(payload: EvaluationCreate) -> str:
-    """A stable hash of the rubric the interview is scored against."""
-    # exclude_none keeps the hashes of rubrics without anchors as they were.
-    rubric = payload.effective_rubric.model_dump(mode="json", exclude_none=True)
-    return hashlib.sha256(json.dumps(rubric, sort_keys=True).encode()).hexdigest()
-
-
 def check_transcript(payload: EvaluationCreate) -> None:
     """Raise TranscriptUnscorable (422) when the transcript is too short or garbled to score."""
     verdict = assess([turn.answer for turn in payload.transcript])
@@ -61,6 +53,14 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+class Scores(Protocol):
+    """What scores an interview: the Scorer itself, or the cache in front of it."""
+
+    async def score(self, interview: Interview) -> ScoringResult:
+        """The scoring result of `interview`."""
+        ...
+
+
 class Scorer:
     """Scores one interview; holds no database connection and keeps no state per request."""
 
@@ -69,20 +69,21 @@ class Scorer:
         self._llm = llm
         self._analyzer = analyzer
 
-    async def score(self, payload: EvaluationCreate) -> ScoringResult:
+    async def score(self, interview: Interview) -> ScoringResult:
         """The LLM's samples and the analysis, concurrently; an LLM error stops both."""
+        payload = interview.payload
         check_transcript(payload)
         started = time.perf_counter()
         deadline = time.monotonic() + self._settings.scoring_deadline_s
-        criteria = payload.effective_rubric.criteria
-        keys = [c.key for c in criteria]
+        position = interview.data["position"]
+        keys = [c["key"] for c in interview.criteria]
         messages = build_messages(
-            position_title=payload.position.title,
-            position_level=payload.position.level,
-            position_description=payload.position.description,
-            criteria=[c.model_dump() for c in criteria],
-            transcript=[t.model_dump() for t in payload.transcript],
-            portfolio_url=str(payload.portfolio.url) if payload.portfolio else None,
+            position_title=position["title"],
+            position_level=position["level"],
+            position_description=position["description"],
+            criteria=interview.criteria,
+            transcript=interview.data["transcript"],
+            portfolio_url=interview.portfolio_url,
         )
         timings: dict[str, int] = {}
 
@@ -113,7 +114,7 @@ class Scorer:
         timings["total"] = _ms(time.perf_counter() - started)
         outputs = [task.result() for task in samples]
         return self._combine(
-            payload,
+            interview,
             outputs=outputs,
             portfolio=portfolio_task.result() if portfolio_task else None,
             timings=timings,
@@ -121,12 +122,13 @@ class Scorer:
 
     def _combine(
         self,
-        payload: EvaluationCreate,
+        interview: Interview,
         *,
         outputs: list[LLMOutput],
         portfolio: PortfolioResult | None,
         timings: dict[str, int],
     ) -> ScoringResult:
+        payload = interview.payload
         answers = [normalise(turn.answer) for turn in payload.transcript]
         results: list[CriterionResult] = []
         needs_review = False
@@ -176,7 +178,7 @@ class Scorer:
             timings_ms=timings,
             model=self._settings.reported_model,
             prompt_version=PROMPT_VERSION,
-            rubric_hash=rubric_hash(payload),
+            rubric_hash=interview.rubric_hash,
             needs_review=needs_review,
             provenance={
                 "model": self._settings.llm_model,

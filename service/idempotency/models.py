@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, new_id, utcnow
@@ -28,6 +28,8 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     response_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The first response as the bytes that were sent (response_body: records of older versions).
+    response_text: Mapped[str | None] = mapped_column(Text, default=None)
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # Erasing the evaluation erases the replayable copy of it too.
     evaluation_id: Mapped[str | None] = mapped_column(

@@ -2,8 +2,8 @@
 
 - A new key is claimed in a short transaction of its own, before any upstream call; the
   unique (api_key_id, key) constraint decides which of concurrent requests is first.
-- The response is stored in the same transaction as the evaluation, so a retry finds both
-  or neither.
+- The response's bytes are stored in the same transaction as the evaluation (the group
+  writer's, service/evaluations/service.py), so a retry finds both or neither.
 - The same key and body again: the stored response, with `Idempotent-Replayed: true`.
   Another body: 422. While the first is still running: 409 with Retry-After.
 - A request that fails (an upstream error, say) releases its key: the draft lets errors be
@@ -14,14 +14,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from pydantic import BaseModel
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -61,16 +58,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class Replay:
-    """The response first given under a key."""
+    """The response first given under a key: its status and the very bytes that were sent."""
 
     status: int
-    body: dict[str, Any]
-
-
-def request_hash(payload: BaseModel) -> str:
-    """A hash of the parsed body: formatting and key order do not make another request."""
-    canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    body: bytes
+    evaluation_id: str | None
 
 
 async def claim(
@@ -121,9 +113,18 @@ async def _claim(
     if record is not None:
         if record.request_hash != fingerprint:
             raise IdempotencyKeyReused()
-        if record.status == IN_PROGRESS or record.response_body is None:
+        if record.status == IN_PROGRESS:
             raise IdempotencyKeyInUse()
-        return Replay(status=record.response_status or 200, body=record.response_body)
+        if record.response_text is not None:
+            body = record.response_text.encode()
+        elif record.response_body is not None:
+            # A record of an earlier version, which kept the parsed body.
+            body = json.dumps(record.response_body, ensure_ascii=False).encode()
+        else:
+            raise IdempotencyKeyInUse()
+        return Replay(
+            status=record.response_status or 200, body=body, evaluation_id=record.evaluation_id
+        )
     record = IdempotencyKey(
         api_key_id=api_key_id,
         key=key,
@@ -135,22 +136,6 @@ async def _claim(
     session.add(record)
     await session.flush()
     return Claim(record_id=record.id)
-
-
-async def complete(
-    session: AsyncSession, *, claim: Claim, status: int, body: dict[str, Any], evaluation_id: str
-) -> None:
-    """Store the response under the key, in the transaction that stores the evaluation."""
-    await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == claim.record_id)
-        .values(
-            status=COMPLETED,
-            response_status=status,
-            response_body=body,
-            evaluation_id=evaluation_id,
-        )
-    )
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], *, claim: Claim) -> None:

@@ -8,16 +8,18 @@ from pydantic import ValidationError
 
 from service.auth.models import ApiKey
 from service.errors import TYPE_BASE
+from service.evaluations.canonical import Interview
 from service.evaluations.models import Evaluation
 from service.evaluations.schemas import EvaluationCreate
-from service.evaluations.service import new_evaluation
+from service.evaluations.service import evaluation_row
 
 
 def queued_evaluation(payload: EvaluationCreate, *, api_key: ApiKey) -> Evaluation:
     """A pending evaluation that any worker may claim at once."""
-    evaluation = new_evaluation(payload, api_key=api_key)
-    evaluation.claimed_until = evaluation.created_at
-    return evaluation
+    row = evaluation_row(Interview.of(payload), api_key=api_key, status="pending")
+    row["claimed_until"] = row["created_at"]
+    # Known empty, so that reading it never needs a query (there is none to await).
+    return Evaluation(**row, outbox_messages=[])
 
 
 def validation_problem(exc: ValidationError, *, instance: str) -> dict[str, Any]:

@@ -65,6 +65,12 @@ async def claim(
     return list(result.scalars())
 
 
+async def has_claimable(session: AsyncSession) -> bool:
+    """Whether an evaluation is waiting for a worker: one cheap read, no lock taken."""
+    found = await session.scalar(select(Evaluation.id).where(_claimable(utcnow())).limit(1))
+    return found is not None
+
+
 async def renew(
     session: AsyncSession, *, evaluation_id: str, worker_id: str, lease_s: float
 ) -> bool:

@@ -8,16 +8,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Request
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.config import Settings
 from service.database import new_id
 from service.errors import ServiceError
+from service.evaluations.canonical import Interview
 from service.evaluations.models import Evaluation
 from service.evaluations.schemas import EvaluationCreate
-from service.evaluations.scorer import Scorer, ScoringResult
+from service.evaluations.scorer import Scores, ScoringResult
 from service.jobs import repository
 from service.jobs.queue import validation_problem
 from service.jobs.service import EVALUATIONS_PATH, finish_evaluation
@@ -44,7 +44,7 @@ class JobRunner:
         *,
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
-        scorer: Scorer,
+        scorer: Scores,
         concurrency: int,
         after_finish: AfterFinish | None = None,
     ) -> None:
@@ -150,7 +150,7 @@ class JobRunner:
                 # No connection is held while the upstreams are awaited; the lease is renewed
                 # in its own short transactions beside them.
                 holder = asyncio.create_task(self._hold_lease(evaluation_id))
-                scoring = asyncio.create_task(self._scorer.score(payload))
+                scoring = asyncio.create_task(self._scorer.score(Interview.of(payload)))
                 self._scorings.add(scoring)
                 try:
                     result = await scoring
@@ -212,9 +212,3 @@ class JobRunner:
                 continue
             if not held:
                 return
-
-
-def get_runner(request: Request) -> JobRunner:
-    """The process's job runner."""
-    runner: JobRunner = request.app.state.job_runner
-    return runner

@@ -1,51 +1,24 @@
-"""Asynchronous evaluations: accepting one, and recording how it ended."""
+"""Asynchronous evaluations: recording how one ended (the worker's part)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.auth.models import ApiKey
 from service.batches import service as batch_service
 from service.config import Settings
 from service.database import utcnow
-from service.errors import UnprocessableRequest
 from service.evaluations.models import Evaluation
-from service.evaluations.schemas import EvaluationCreate, EvaluationRead
 from service.evaluations.scorer import ScoringResult
-from service.evaluations.service import apply_result, to_read
+from service.evaluations.service import apply_result
 from service.jobs import repository
-from service.jobs.queue import queued_evaluation
-from service.notifications.follow_ups import enqueue_follow_ups
+from service.notifications.follow_ups import follow_up_rows
+from service.notifications.outbox import OutboxMessage
 from service.webhooks import service as webhook_service
 
 EVALUATIONS_PATH = "/v1/evaluations"
-
-
-def prefers_async(prefer: str | None) -> bool:
-    """Whether a Prefer header (RFC 7240) asks for respond-async."""
-    if not prefer:
-        return False
-    return any(part.split(";")[0].strip().lower() == "respond-async" for part in prefer.split(","))
-
-
-def check_synchronous(payload: EvaluationCreate) -> None:
-    """Refuse (422) what only an asynchronous request can have: a callback."""
-    if payload.callback_url is not None:
-        raise UnprocessableRequest("callback_url needs Prefer: respond-async.")
-
-
-async def submit_evaluation(
-    session: AsyncSession, *, payload: EvaluationCreate, api_key: ApiKey, settings: Settings
-) -> EvaluationRead:
-    """Store a pending evaluation for a worker to score; the caller wakes the worker."""
-    await webhook_service.check_callback(payload.callback_url, settings=settings)
-    evaluation = queued_evaluation(payload, api_key=api_key)
-    session.add(evaluation)
-    await session.flush()
-    return to_read(evaluation)
 
 
 async def finish_evaluation(
@@ -80,8 +53,17 @@ async def finish_evaluation(
     if result is not None:
         apply_result(evaluation, result, settings=settings)
         # The follow-up emails, in the transaction that completes it, as a synchronous one's.
-        payload = EvaluationCreate.model_validate(evaluation.request)
-        emails = len(enqueue_follow_ups(evaluation, payload=payload, settings=settings))
+        rows = follow_up_rows(
+            evaluation_id=evaluation.id,
+            candidate_email=evaluation.candidate_email,
+            notify=evaluation.request.get("notify"),
+            language=evaluation.request.get("language", "en"),
+            settings=settings,
+            now=utcnow(),
+        )
+        if rows:
+            await session.execute(insert(OutboxMessage), rows)
+        emails = len(rows)
     else:
         evaluation.status = "failed"
         evaluation.error = problem

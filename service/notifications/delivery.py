@@ -1,51 +1,45 @@
-"""Delivery of the outbox: at once after a response, and by a sweeper for whatever is due.
+"""Email delivery from the outbox, in the worker process.
 
-The background task after a POST is only the fast path: it dies with the process. The sweeper,
-started in lifespan, picks up rows that are queued (a crash before the fast path ran), failed
-and due again (backoff with jitter), or claimed by a sender whose lease expired (a crash while
-sending). No database connection is held while a mail is being sent: each claim and each mark
-is its own short transaction. Logs name rows by id and errors by type: never a recipient, a
-subject or a body.
+The API process writes an outbox row that names a mail and its evaluation; the worker claims
+due rows, renders each from its evaluation (service/notifications/follow_ups.py), sends it and
+records the outcome. Rows are found in the database, not in memory: what a request queued, what
+failed and is due again (backoff with jitter), and what a crashed sender had claimed and whose
+lease expired are all picked up the same way. The worker's watcher wakes the deliverer when
+work is committed; `email_sweep_interval_s` is only the fallback. No database connection is held
+while a mail is being sent: each claim and each mark is its own short transaction. Logs name rows
+by id and errors by type: never a recipient, a subject or a body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
 
-from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.config import Settings
-from service.evaluations.schemas import MAX_RECRUITERS
-from service.metrics import OUTBOX_DEPTH, OUTBOX_FAILURES
+from service.metrics import OUTBOX_FAILURES
 from service.notifications import outbox
+from service.notifications.follow_ups import EvaluationFacts, render_mail
 from service.notifications.outbox import OutboxMessage
 from service.notifications.sender import DeliveryError, EmailSender, Mail
 
 log = logging.getLogger(__name__)
-
-# Evaluations delivered together on the fast path, and such batches in flight at once.
-FAST_PATH_BATCH = 50
-FAST_PATH_CONCURRENCY = 4
 
 
 def _context(row: OutboxMessage) -> dict[str, object]:
     return {"outbox_id": row.id, "kind": row.kind, "attempt": row.attempts}
 
 
-# Called with an evaluation's id after one of its messages changed status (e.g. to drop a
-# cached read of the evaluation).
-OnChange = Callable[[str], Awaitable[None]]
+# The evaluations that mails are rendered from, by id (given by the worker, which knows them).
+LoadFacts = Callable[[AsyncSession, set[str]], Awaitable[dict[str, EvaluationFacts]]]
 
 
 class Deliverer:
-    """Claims due outbox rows, sends them and records the outcome; runs the sweeper."""
+    """Claims due email rows, renders and sends them, records the outcome; runs the sweeper."""
 
     def __init__(
         self,
@@ -53,73 +47,20 @@ class Deliverer:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         sender: EmailSender,
-        on_change: OnChange | None = None,
+        load_facts: LoadFacts,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.sender = sender
-        self.on_change = on_change
-        self._inflight: set[asyncio.Task[int]] = set()
+        self._load_facts = load_facts
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._waiting: dict[str, asyncio.Future[None]] = {}
-        self._drainer: asyncio.Task[None] | None = None
-        self._batch_slots = asyncio.Semaphore(FAST_PATH_CONCURRENCY)
+        self._wake = asyncio.Event()
+        self._round: asyncio.Task[int] | None = None
 
-    async def deliver_evaluation(self, evaluation_id: str) -> None:
-        """Send an evaluation's due mails now (the fast path after the response).
-
-        Evaluations that finish together are delivered together: one claim, one check and one
-        mark for the lot. A claim and a mark per mail cost a fifth of the CPU of a request
-        under load (bench/profile.py), most of it SQLite writes.
-        """
-        future = self._waiting.get(evaluation_id)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._waiting[evaluation_id] = future
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(), name="outbox-fast-path")
-        try:
-            # The deliverer owns the sending, not the request: stop() lets it finish or hands
-            # its claims back, whatever happens to the request's task.
-            await asyncio.shield(future)
-        except Exception as exc:
-            # The rows stay in the outbox; the sweeper retries them.
-            log.error(
-                "outbox delivery failed",
-                extra={"evaluation_id": evaluation_id, "error_type": type(exc).__name__},
-            )
-
-    async def _drain(self) -> None:
-        """Deliver the waiting evaluations, a batch at a time, a few batches at once."""
-        while self._waiting and not self._stopping.is_set():
-            await self._batch_slots.acquire()
-            ids = list(itertools.islice(self._waiting, FAST_PATH_BATCH))
-            futures = [self._waiting.pop(id_) for id_ in ids]
-            task = asyncio.create_task(self._deliver_batch(ids, futures))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-
-    async def _deliver_batch(self, ids: list[str], futures: list[asyncio.Future[None]]) -> int:
-        outcome: BaseException | None = None
-        try:
-            return await self._claim_and_send(evaluation_ids=ids)
-        except asyncio.CancelledError as exc:
-            outcome = exc
-            raise
-        except Exception as exc:
-            # Each waiting request logs it; the rows stay in the outbox for the sweeper.
-            outcome = exc
-            return 0
-        finally:
-            self._batch_slots.release()
-            for future in futures:
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(None)
+    def wake(self) -> None:
+        """Sweep now rather than at the next interval (new work was committed)."""
+        self._wake.set()
 
     async def sweep_once(self) -> int:
         """Send one batch of due rows; how many were claimed."""
@@ -129,50 +70,29 @@ class Deliverer:
             )
         if given_up:
             log.warning("outbox rows given up after expired leases", extra={"count": given_up})
-        claimed = await self._claim_and_send(evaluation_ids=None)
-        async with self.sessionmaker() as session:
-            OUTBOX_DEPTH.set(await outbox.depth(session))
-        return claimed
+        return await self._claim_and_send()
 
-    async def _claim_and_send(self, *, evaluation_ids: list[str] | None) -> int:
+    async def _claim_and_send(self) -> int:
         settings = self.settings
         token = str(uuid.uuid4())
         sent: list[str] = []
-        limit = settings.email_sweep_batch
-        if evaluation_ids is not None:
-            # Every mail of these evaluations: the candidate's and one per recruiter.
-            limit = len(evaluation_ids) * (1 + MAX_RECRUITERS)
         try:
             async with self.sessionmaker() as session, session.begin():
                 rows = await outbox.claim(
                     session,
                     token=token,
                     lease_s=settings.email_lease_s,
-                    limit=limit,
+                    limit=settings.email_sweep_batch,
                     max_attempts=settings.email_max_attempts,
-                    evaluation_ids=evaluation_ids,
                     channel="email",
                 )
             if not rows:
                 return 0
-            async with self.sessionmaker() as session:
-                # Deleted (cancelled) or re-claimed since the claim: not ours to send any more.
-                ours = await outbox.still_claimed_ids(
-                    session, message_ids=[row.id for row in rows], token=token
-                )
-            for row in rows:
-                if row.id not in ours:
-                    log.info("outbox row no longer claimed, not sent", extra=_context(row))
-            outcomes = await asyncio.gather(
-                *(self._send(row, sent) for row in rows if row.id in ours)
-            )
+            mails = await self._render(rows, token)
+            outcomes = await asyncio.gather(*(self._send(row, mail, sent) for row, mail in mails))
             failures = [(row, error) for row, error in outcomes if error is not None]
             # Shielded: mails that went out are recorded even when shutdown cancels us now.
             await asyncio.shield(self._record(sent, failures, token))
-            changed = {row.evaluation_id for row, _ in outcomes if row.evaluation_id}
-            if self.on_change is not None:
-                for evaluation_id in changed:
-                    await self.on_change(evaluation_id)
             return len(rows)
         except asyncio.CancelledError:
             # Shutting down mid-send: record what went out, give the rest back rather than
@@ -181,18 +101,32 @@ class Deliverer:
             await asyncio.shield(self._release([token]))
             raise
 
+    async def _render(
+        self, rows: list[OutboxMessage], token: str
+    ) -> list[tuple[OutboxMessage, Mail]]:
+        """The claimed rows that are still ours, each with its mail rendered from its evaluation.
+
+        A row whose evaluation was erased since the claim is cancelled by the erasure: not
+        ours to send any more, and there is nothing left to render it from."""
+        ids = {row.evaluation_id for row in rows if row.evaluation_id}
+        async with self.sessionmaker() as session:
+            ours = await outbox.still_claimed_ids(
+                session, message_ids=[row.id for row in rows], token=token
+            )
+            evaluations = await self._load_facts(session, ids)
+        mails: list[tuple[OutboxMessage, Mail]] = []
+        for row in rows:
+            evaluation = evaluations.get(row.evaluation_id or "")
+            if row.id not in ours or evaluation is None:
+                log.info("outbox row no longer claimed, not sent", extra=_context(row))
+                continue
+            mails.append((row, render_mail(row, evaluation, settings=self.settings)))
+        return mails
+
     async def _send(
-        self, row: OutboxMessage, sent: list[str]
+        self, row: OutboxMessage, mail: Mail, sent: list[str]
     ) -> tuple[OutboxMessage, DeliveryError | None]:
         settings = self.settings
-        mail = Mail(
-            message_id=row.message_id,
-            sender=settings.email_from,
-            recipient=row.recipient,
-            subject=row.subject,
-            text=row.text_body,
-            html=row.html_body,
-        )
         try:
             # Half the lease: the claim outlives the send, so no one else takes it meanwhile.
             async with asyncio.timeout(settings.email_lease_s / 2):
@@ -251,56 +185,48 @@ class Deliverer:
     def start(self) -> None:
         """Start the sweeper (when SCORER_EMAIL_SWEEPER is on)."""
         if self.settings.email_sweeper and self._sweeper is None:
+            self._stopping.clear()
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="outbox-sweeper")
 
     async def _sweep_forever(self) -> None:
-        interval = self.settings.email_sweep_interval_s
-        # The first sweep waits one interval too: replicas starting together do not sweep
-        # together, and a request's own fast path goes first.
-        while not await self._sleep(interval):
+        batch = self.settings.email_sweep_batch
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self._round = asyncio.create_task(self.sweep_once())
+                claimed = await asyncio.shield(self._round)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Only the type: a database error's text carries the statement's parameters.
+                log.error("outbox sweep failed", extra={"error_type": type(exc).__name__})
+                claimed = 0
+            finally:
+                self._round = None
             # A full batch means more may be due: sweep again at once.
-            claimed = batch = self.settings.email_sweep_batch
-            while claimed >= batch and not self._stopping.is_set():
-                try:
-                    claimed = await self.sweep_once()
-                except Exception as exc:
-                    # Only the type: a database error's text carries the statement's parameters.
-                    log.error("outbox sweep failed", extra={"error_type": type(exc).__name__})
-                    claimed = 0
+            if claimed >= batch:
+                continue
+            await self._sleep(self.settings.email_sweep_interval_s)
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Wait `seconds`, or less when stopping; whether stopping."""
+    async def _sleep(self, seconds: float) -> None:
+        """Wait `seconds`, or less when woken or stopping."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        return self._stopping.is_set()
+                await self._wake.wait()
 
     async def stop(self) -> None:
-        """Stop: deliveries in flight get a grace period to finish, then hand their claims back."""
+        """Stop: a round in flight gets a grace period to finish, then hands its claims back."""
         self._stopping.set()
-        tasks: list[asyncio.Task[Any]] = [*self._inflight]
-        if self._drainer is not None:
-            tasks.append(self._drainer)
-        if self._sweeper is not None:
-            tasks.append(self._sweeper)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.email_shutdown_grace_s)
+        self._wake.set()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is None:
+            return
+        current = self._round
+        if current is not None:
+            _, pending = await asyncio.wait([current], timeout=self.settings.email_shutdown_grace_s)
             for task in pending:
-                # Cancelled mid-send, a task releases its claim (see _claim_and_send).
+                # Cancelled mid-send, a round releases its claim (see _claim_and_send).
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._sweeper = None
-        # Not delivered by this process: the rows stay queued for the next sweeper.
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_result(None)
-        self._waiting.clear()
-
-
-def get_deliverer(request: Request) -> Deliverer:
-    """The process's outbox deliverer."""
-    deliverer: Deliverer = request.app.state.deliverer
-    return deliverer
-
-
-DelivererDep = Annotated[Deliverer, Depends(get_deliverer)]
+            await asyncio.gather(current, return_exceptions=True)
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)

@@ -1,4 +1,4 @@
-"""The follow-up emails of an evaluation: rendered from the package's templates and enqueued.
+"""The follow-up emails of an evaluation: named in the outbox by the API, rendered by the worker.
 
 The candidate's mail thanks them and says what happens next; it is rendered from a context that
 holds no score, recommendation or criterion, so no template change can leak one. The recruiters'
@@ -8,20 +8,35 @@ summary carries the scores, flags and the evaluation's path.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from service.config import Settings
-from service.evaluations.models import Evaluation
-from service.evaluations.schemas import EvaluationCreate
+from service.database import new_id
 from service.notifications.outbox import OutboxMessage
-from service.notifications.sender import sender_domain
+from service.notifications.sender import Mail, sender_domain
 
 CANDIDATE_FOLLOW_UP = "candidate_follow_up"
 RECRUITER_SUMMARY = "recruiter_summary"
 EVALUATION_PATH = "/v1/evaluations/{id}"
+
+
+class EvaluationFacts(Protocol):
+    """What a mail is rendered from: the evaluation's stored columns (the worker loads them)."""
+
+    id: str
+    candidate_name: str
+    candidate_email: str
+    position_title: str
+    position_level: str | None
+    overall_score: float | None
+    recommendation: str | None
+    result: dict[str, Any] | None
+    partial: bool
+    needs_review: bool
 
 
 @cache
@@ -44,7 +59,7 @@ def render(kind: str, language: str, context: dict[str, Any]) -> tuple[str, str,
     return " ".join(subject.split()), text, html
 
 
-def candidate_context(evaluation: Evaluation) -> dict[str, Any]:
+def candidate_context(evaluation: EvaluationFacts) -> dict[str, Any]:
     """What the candidate's mail may say: who and for what, never how they scored."""
     return {
         "candidate_name": evaluation.candidate_name,
@@ -52,7 +67,7 @@ def candidate_context(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def recruiter_context(evaluation: Evaluation) -> dict[str, Any]:
+def recruiter_context(evaluation: EvaluationFacts) -> dict[str, Any]:
     """What the recruiters' summary says."""
     result = evaluation.result or {}
     return {
@@ -69,46 +84,65 @@ def recruiter_context(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-def _message(
-    evaluation: Evaluation, *, kind: str, recipient: str, language: str, settings: Settings
-) -> OutboxMessage:
-    context = candidate_context(evaluation) if kind == CANDIDATE_FOLLOW_UP else None
-    subject, text, html = render(kind, language, context or recruiter_context(evaluation))
-    return OutboxMessage(
-        channel="email",
-        kind=kind,
-        recipient=recipient,
+def render_mail(message: OutboxMessage, evaluation: EvaluationFacts, *, settings: Settings) -> Mail:
+    """The mail an outbox row names, rendered now from its evaluation (in the worker)."""
+    if message.kind == CANDIDATE_FOLLOW_UP:
+        context = candidate_context(evaluation)
+    else:
+        context = recruiter_context(evaluation)
+    subject, text, html = render(message.kind, message.language or "en", context)
+    return Mail(
+        message_id=message.message_id,
+        sender=settings.email_from,
+        recipient=message.recipient,
         subject=subject,
-        text_body=text,
-        html_body=html,
-        message_id=f"<{uuid.uuid4()}@{sender_domain(settings.email_from)}>",
-        status="queued",
-        attempts=0,
+        text=text,
+        html=html,
     )
 
 
-def enqueue_follow_ups(
-    evaluation: Evaluation, *, payload: EvaluationCreate, settings: Settings
-) -> list[OutboxMessage]:
-    """Attach the follow-ups `payload.notify` asks for to `evaluation`; saved with it."""
-    notify = payload.notify
-    if notify is None:
+def follow_up_rows(
+    *,
+    evaluation_id: str,
+    candidate_email: str,
+    notify: dict[str, Any] | None,
+    language: str,
+    settings: Settings,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The outbox rows of the follow-ups `notify` asks for: named, not rendered.
+
+    Stored in the transaction that stores the evaluation, so both are stored or neither."""
+    if not notify:
         return []
     wanted: list[tuple[str, str]] = []
-    if notify.candidate:
-        wanted.append((CANDIDATE_FOLLOW_UP, evaluation.candidate_email))
+    if notify.get("candidate", True):
+        wanted.append((CANDIDATE_FOLLOW_UP, candidate_email))
     # One summary per address, however often it is listed.
-    for recipient in dict.fromkeys(r.lower() for r in notify.recruiters):
+    for recipient in dict.fromkeys(r.lower() for r in notify.get("recruiters", ())):
         wanted.append((RECRUITER_SUMMARY, recipient))
-    messages = [
-        _message(
-            evaluation,
-            kind=kind,
-            recipient=recipient,
-            language=payload.language,
-            settings=settings,
-        )
+    domain = sender_domain(settings.email_from)
+    return [
+        {
+            "id": new_id(),
+            "channel": "email",
+            "kind": kind,
+            "evaluation_id": evaluation_id,
+            "recipient": recipient,
+            "language": language,
+            "subject": None,
+            "text_body": None,
+            "html_body": None,
+            "message_id": f"<{uuid.uuid4()}@{domain}>",
+            "status": "queued",
+            "attempts": 0,
+            # A moment before `now`: the rows are due at once, whatever the clocks' grain.
+            "next_attempt_at": now,
+            "claimed_until": None,
+            "claim_token": None,
+            "last_error": None,
+            "created_at": now,
+            "sent_at": None,
+        }
         for kind, recipient in wanted
     ]
-    evaluation.outbox_messages.extend(messages)
-    return messages

@@ -65,9 +65,11 @@ class OutboxMessage(Base):
         ForeignKey("evaluation.id", ondelete="SET NULL"), default=None
     )
     recipient: Mapped[str] = mapped_column(String(320))
-    # Rendered when enqueued, so that a template change or a restart never alters a queued mail.
-    subject: Mapped[str] = mapped_column(String(500))
-    text_body: Mapped[str] = mapped_column(Text)
+    # An email is rendered by the worker when it is sent, from its evaluation, in `language`:
+    # the API process only names it. A webhook's body is its JSON event, written when queued.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
+    subject: Mapped[str | None] = mapped_column(String(500), default=None)
+    text_body: Mapped[str | None] = mapped_column(Text, default=None)
     html_body: Mapped[str | None] = mapped_column(Text, default=None)
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
@@ -270,14 +272,49 @@ async def release(session: AsyncSession, *, tokens: Iterable[str]) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
-async def depth(session: AsyncSession) -> int:
+async def depth(session: AsyncSession, *, channel: str | None = None) -> int:
     """Rows still to be sent: waiting, being sent, or failed with a retry scheduled."""
     waiting = or_(
         OutboxMessage.status.in_(("queued", "sending")),
         and_(OutboxMessage.status == "failed", OutboxMessage.next_attempt_at.is_not(None)),
     )
+    if channel is not None:
+        waiting = and_(waiting, OutboxMessage.channel == channel)
     count = await session.scalar(select(func.count()).select_from(OutboxMessage).where(waiting))
     return int(count or 0)
+
+
+async def oldest_due(session: AsyncSession) -> datetime | None:
+    """When the longest-waiting unclaimed row became due; None when none is due."""
+    now = utcnow()
+    oldest: datetime | None = await session.scalar(
+        select(func.min(OutboxMessage.next_attempt_at)).where(
+            OutboxMessage.status.in_(("queued", "failed")),
+            OutboxMessage.next_attempt_at <= now,
+        )
+    )
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return oldest
+
+
+async def due_channels(session: AsyncSession) -> set[str]:
+    """The channels with a row a deliverer may claim now: one cheap read, no lock taken."""
+    now = utcnow()
+    found = await session.scalars(
+        select(OutboxMessage.channel)
+        .where(
+            or_(
+                and_(
+                    OutboxMessage.status.in_(("queued", "failed")),
+                    OutboxMessage.next_attempt_at <= now,
+                ),
+                and_(OutboxMessage.status == "sending", OutboxMessage.claimed_until < now),
+            )
+        )
+        .distinct()
+    )
+    return set(found)
 
 
 async def give_up_expired(session: AsyncSession, *, max_attempts: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import ssl
@@ -51,6 +52,7 @@ class EmailSender(Protocol):
         ...
 
 
+@functools.cache
 def sender_domain(email_from: str) -> str:
     """The domain of the From address, for Message-IDs."""
     address = parseaddr(email_from)[1]

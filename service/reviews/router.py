@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from service.auth.dependencies import WriteKey
-from service.cache.reads import CacheDep, commit_then_invalidate
+from service.cache.reads import commit_then_invalidate
+from service.context import ContextDep
 from service.database import SessionDep
-from service.dependencies import SettingsDep
 from service.errors import problem_responses
 from service.evaluations.router import EvaluationId
 from service.evaluations.schemas import EvaluationRead
@@ -28,15 +28,18 @@ async def create_review(
     payload: ReviewCreate,
     session: SessionDep,
     api_key: WriteKey,
-    settings: SettingsDep,
+    ctx: ContextDep,
     response: Response,
-    cache: CacheDep,
 ) -> EvaluationRead:
     """Record a reviewer's adjusted scores and/or decision with a reason; history is kept."""
     evaluation = await review_service.create_review(
-        session, evaluation_id=evaluation_id, payload=payload, api_key=api_key, settings=settings
+        session,
+        evaluation_id=evaluation_id,
+        payload=payload,
+        api_key=api_key,
+        settings=ctx.settings,
     )
     # Cached reads of the evaluation and the list would show it without the review.
-    await commit_then_invalidate(session, cache, evaluation_id=evaluation_id)
+    await commit_then_invalidate(session, ctx.cache, evaluation_id=evaluation_id)
     response.headers["Location"] = f"{router.prefix}/{evaluation_id}"
     return evaluation

@@ -176,7 +176,7 @@ class WebhookDeliverer:
                 await deliver(
                     self._client,
                     url=row.recipient,
-                    body=row.text_body.encode(),
+                    body=(row.text_body or "").encode(),
                     secret=secret,
                     event_type=row.kind,
                     delivery_id=row.message_id,

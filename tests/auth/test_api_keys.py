@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -45,19 +46,43 @@ async def test_protected_endpoints_reject_a_missing_or_wrong_key(
     assert response.json()["title"] == "Unauthorized"
 
 
-async def test_a_revoked_key_is_rejected(
-    client: httpx.AsyncClient, make_key: KeyMaker, app: FastAPI
-) -> None:
-    headers = await make_key("read")
-    assert (await client.get("/v1/evaluations", headers=headers)).status_code == 200
+async def _revoke_the_only_key(app: FastAPI) -> None:
     async with app.state.sessionmaker() as session, session.begin():
         key_id = (await session.scalars(select(ApiKey.id))).one()
         await revoke_api_key(session, key_id_or_prefix=key_id)
 
+
+async def test_a_revoked_key_is_rejected_once_the_process_cache_expires(
+    client: httpx.AsyncClient, make_key: KeyMaker, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await make_key("read")
+    assert (await client.get("/v1/evaluations", headers=headers)).status_code == 200
+    await _revoke_the_only_key(app)
+    # Within SCORER_API_KEY_CACHE_S (5 s) the process still trusts what it verified...
+    assert (await client.get("/v1/evaluations", headers=headers)).status_code == 200
+    # ...and not a moment after.
+    now = time.monotonic()
+    monkeypatch.setattr(
+        "service.auth.dependencies.time.monotonic", lambda: now + app.state.settings.api_key_cache_s
+    )
+
     response = await client.get("/v1/evaluations", headers=headers)
 
     assert response.status_code == 401
-    assert "revoked" in response.json()["detail"]
+    assert response.json()["detail"] == "The API key is unknown or revoked."
+
+
+@pytest.mark.parametrize("settings_overrides", [{"api_key_cache_s": 0}])
+async def test_a_revoked_key_is_rejected_at_once_without_the_cache(
+    client: httpx.AsyncClient, make_key: KeyMaker, app: FastAPI
+) -> None:
+    headers = await make_key("read")
+    assert (await client.get("/v1/evaluations", headers=headers)).status_code == 200
+    await _revoke_the_only_key(app)
+
+    response = await client.get("/v1/evaluations", headers=headers)
+
+    assert response.status_code == 401
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,9 @@ async def test_a_delete_during_an_outage_cannot_resurrect_a_cached_read(
         return_value=completion(content({"technical_depth": 4, "communication": 3}))
     )
     upstream.post(ANALYZE).mock(return_value=analysis())
-    created = (await client.post("/v1/evaluations", json=interview(), headers=auth)).json()
+    # No mail: a read is cached at once (its view is final).
+    body = interview(notify=None)
+    created = (await client.post("/v1/evaluations", json=body, headers=auth)).json()
     url = f"/v1/evaluations/{created['id']}"
     await client.get(url, headers=auth)
     assert (await client.get(url, headers=auth)).headers["x-fastapi-cache"] == "HIT"
@@ -95,6 +97,6 @@ async def test_a_delete_during_an_outage_cannot_resurrect_a_cached_read(
 
     await asyncio.to_thread(redis.resume)
     assert (await client.get(url, headers=auth)).status_code == 404
-    again = await client.post("/v1/evaluations", json=interview(), headers=auth)
+    again = await client.post("/v1/evaluations", json=body, headers=auth)
     assert again.json()["cached"] is False
     assert llm.call_count == 2

@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from service.cache.backend import PREFIX
-from service.cache.result import result_key
 from service.config import Settings
+from service.evaluations.canonical import Interview
 from service.evaluations.schemas import EvaluationCreate
 from service.main import create_app
 from tests.cache.redis_server import RedisServer
-from tests.conftest import ANALYZER_URL, LLM_BASE_URL, analysis, completion, interview
+from tests.conftest import ANALYZER_URL, LLM_BASE_URL, analysis, completion, interview, serving
 from tests.conftest import scores_content as content
 from tests.evaluations.test_create import stored_count
 
@@ -105,13 +105,12 @@ async def test_model_and_prompt_version_are_part_of_the_key(settings: Settings) 
     other_model = settings.model_copy(update={"llm_model": "gpt-other"})
     other_samples = settings.model_copy(update={"scoring_samples": 3})
 
-    key = result_key(payload, settings)
+    key = Interview.of(payload).result_key(settings)
 
-    assert result_key(payload, other_model) != key
-    assert result_key(payload, other_samples) != key
-    assert key == result_key(
-        EvaluationCreate.model_validate(interview(candidate=someone_else())), settings
-    )
+    assert Interview.of(payload).result_key(other_model) != key
+    assert Interview.of(payload).result_key(other_samples) != key
+    other_candidate = EvaluationCreate.model_validate(interview(candidate=someone_else()))
+    assert key == Interview.of(other_candidate).result_key(settings)
 
 
 async def test_a_partial_result_is_not_cached(
@@ -194,7 +193,7 @@ async def test_identical_requests_on_two_replicas_make_one_llm_call(
     shared_before = metric("scorer_coalesced_requests_total") + metric("scorer_cache_hits_total")
     replica = create_app(settings)
     async with (
-        replica.router.lifespan_context(replica),
+        serving(replica),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as one,
         httpx.AsyncClient(transport=httpx.ASGITransport(replica), base_url="http://b") as two,
     ):
@@ -226,7 +225,7 @@ async def test_a_dead_lock_holder_is_not_waited_for_forever(
 
     llm = upstream.post(CHAT).mock(return_value=completion(GOOD))
     upstream.post(ANALYZE).mock(return_value=analysis())
-    key = result_key(EvaluationCreate.model_validate(interview()), settings)
+    key = Interview.of(EvaluationCreate.model_validate(interview())).result_key(settings)
     # A replica took the lock for this interview and died: nobody refreshes or releases it.
     async with Redis.from_url(redis.url) as raw:
         await raw.set(f"{PREFIX}:inflight:{key}:lock", b"dead-holder", px=300)

@@ -20,6 +20,7 @@ from tests.conftest import (
     completion,
     interview,
     scores_content,
+    settle,
 )
 
 CHAT = f"{LLM_BASE_URL}/chat/completions"
@@ -79,9 +80,10 @@ async def test_scores_an_interview_and_stores_it(
         "communication",
     ]
 
+    # The follow-up emails go out after the response, from the worker (tests/notifications).
+    await settle(app)
     fetched = await client.get(f"/v1/evaluations/{body['id']}", headers=auth)
     assert fetched.status_code == 200
-    # The follow-up emails went out after the response (tests/notifications checks them).
     fetched_body = fetched.json()
     assert [n["status"] for n in body.pop("notifications")] == ["queued", "queued"]
     assert [n["status"] for n in fetched_body.pop("notifications")] == ["sent", "sent"]
@@ -122,6 +124,8 @@ async def test_llm_and_analyzer_are_called_concurrently(
 async def test_no_database_connection_is_held_while_upstreams_are_awaited(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
+    # The in-process worker shares the engine (in production it is a process of its own).
+    await app.state.worker.stop()
     checked_out: list[int] = []
 
     def llm(request: httpx.Request) -> httpx.Response:

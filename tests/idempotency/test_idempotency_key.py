@@ -16,7 +16,15 @@ from service.config import Settings
 from service.database import utcnow
 from service.idempotency.models import IdempotencyKey
 from service.main import create_app
-from tests.conftest import ANALYZER_URL, LLM_BASE_URL, KeyMaker, analysis, completion, interview
+from tests.conftest import (
+    ANALYZER_URL,
+    LLM_BASE_URL,
+    KeyMaker,
+    analysis,
+    completion,
+    interview,
+    serving,
+)
 from tests.conftest import scores_content as content
 from tests.evaluations.test_create import stored_count
 
@@ -230,7 +238,7 @@ async def test_a_retry_on_another_replica_is_a_replay(
     replica = create_app(settings)
     headers = keyed(auth, "k-9")
     async with (
-        replica.router.lifespan_context(replica),
+        serving(replica),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as one,
         httpx.AsyncClient(transport=httpx.ASGITransport(replica), base_url="http://b") as two,
     ):

@@ -10,12 +10,12 @@ from fastapi import FastAPI
 
 from service.config import Settings
 from service.main import create_app
+from tests.conftest import serving
 
 
 @pytest.fixture
 async def app(settings: Settings, upstream: respx.MockRouter) -> AsyncIterator[FastAPI]:
-    """The application, stopped before the upstream mocks are: its background work never
-    reaches the real network."""
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    """The application and its worker, stopped before the upstream mocks are: its background
+    work never reaches the real network."""
+    async with serving(create_app(settings)) as application:
         yield application

@@ -17,7 +17,7 @@ from service.config import Settings
 from service.database import utcnow
 from service.evaluations.models import Evaluation
 from service.main import create_app
-from tests.conftest import completion, scores_content
+from tests.conftest import completion, scores_content, serving
 from tests.jobs.helpers import ASYNC, CHAT, evaluations, eventually, item_of, numbered
 
 GOOD = completion(scores_content({"technical_depth": 4, "communication": 3}))
@@ -144,7 +144,7 @@ async def test_pending_work_survives_a_restart_and_is_scored_once(
     upstream.post(CHAT).mock(side_effect=llm)
 
     first = create_app(settings)
-    async with first.router.lifespan_context(first):
+    async with serving(first):
         async with first.state.sessionmaker() as session, session.begin():
             _, key = await create_api_key(session, name="test")
         auth = {"Authorization": f"Bearer {key}"}
@@ -159,7 +159,7 @@ async def test_pending_work_survives_a_restart_and_is_scored_once(
 
     first_process = False
     second = create_app(settings)
-    async with second.router.lifespan_context(second):
+    async with serving(second):
 
         async def all_done() -> bool:
             return all(e.status == "completed" for e in await evaluations(second))

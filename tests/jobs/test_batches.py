@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from service.auth.service import create_api_key
 from service.config import Settings
 from service.main import create_app
-from tests.conftest import completion, scores_content
+from tests.conftest import completion, scores_content, serving
 from tests.jobs.helpers import CHAT, evaluations, eventually, item_of, numbered
 
 GOOD = completion(scores_content({"technical_depth": 4, "communication": 3}))
@@ -210,7 +210,7 @@ async def test_500_interviews_in_one_batch_survive_a_restart_midway(
     upstream.post(CHAT).mock(side_effect=llm)
 
     first = create_app(settings)
-    async with first.router.lifespan_context(first):
+    async with serving(first):
         async with first.state.sessionmaker() as session, session.begin():
             _, key = await create_api_key(session, name="test")
         auth = {"Authorization": f"Bearer {key}"}
@@ -228,7 +228,7 @@ async def test_500_interviews_in_one_batch_survive_a_restart_midway(
 
     first_process = False
     second = create_app(settings)
-    async with second.router.lifespan_context(second):
+    async with serving(second):
         transport = httpx.ASGITransport(app=second)
         async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as c:
             batch = await finished(c, auth, location)

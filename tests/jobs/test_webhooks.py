@@ -22,7 +22,7 @@ from service.config import Settings
 from service.main import create_app
 from service.notifications.outbox import OutboxMessage
 from service.webhooks.signing import signature_header, verify
-from tests.conftest import completion, scores_content
+from tests.conftest import completion, scores_content, serving
 from tests.jobs.helpers import ASYNC, CHAT, eventually, numbered
 
 GOOD = completion(scores_content({"technical_depth": 4, "communication": 3}))
@@ -293,7 +293,7 @@ async def test_the_target_is_checked_again_at_delivery(
     not: the delivery is refused and given up, and the receiver gets nothing."""
     upstream.post(CHAT).mock(return_value=GOOD)
     lenient = create_app(settings.model_copy(update=FAST_RETRIES | {"job_concurrency": 1}))
-    async with lenient.router.lifespan_context(lenient):
+    async with serving(lenient):
         await lenient.state.job_runner.stop()  # accept only; the next process scores it
         async with lenient.state.sessionmaker() as session, session.begin():
             _, key = await create_api_key(session, name="test")
@@ -307,7 +307,7 @@ async def test_the_target_is_checked_again_at_delivery(
             assert response.status_code == 202
 
     strict = create_app(settings.model_copy(update={"job_poll_interval_s": 0.05}))
-    async with strict.router.lifespan_context(strict):
+    async with serving(strict):
 
         async def given_up() -> bool:
             rows = await webhook_rows(strict)

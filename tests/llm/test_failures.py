@@ -75,11 +75,11 @@ async def test_llm_down_past_the_retries_is_503_with_retry_after_and_stores_noth
     assert await stored_count(app) == 0
 
 
+@pytest.mark.parametrize("settings_overrides", [{"scoring_deadline_s": 5}])
 async def test_rate_limit_retry_after_is_honoured_and_reported(
-    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter
 ) -> None:
     # A Retry-After longer than the deadline allows: give up at once, and pass it on.
-    app.state.scorer._settings = app.state.settings.model_copy(update={"scoring_deadline_s": 5})
     route = upstream.post(CHAT).mock(
         return_value=httpx.Response(429, headers={"Retry-After": "20"})
     )

@@ -147,7 +147,7 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 @pytest.fixture
 def settings_overrides(smtp_server: SmtpServer) -> dict[str, Any]:
-    """The smtp backend against the test server; fast retries; the sweeper driven by the test."""
+    """The smtp backend against the test server; fast retries and sweeps."""
     return {
         "email_backend": "smtp",
         "smtp_host": "127.0.0.1",
@@ -157,7 +157,6 @@ def settings_overrides(smtp_server: SmtpServer) -> dict[str, Any]:
         "email_lease_s": 10,
         "email_backoff_base_s": 0.05,
         "email_backoff_cap_s": 0.2,
-        "email_sweeper": False,
         "email_sweep_interval_s": 0.05,
     }
 

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from service.auth.service import create_api_key
 from service.config import Settings, SettingsError, load_settings
 from service.main import create_app
-from tests.conftest import interview
+from tests.conftest import interview, serving, settle
 from tests.notifications.conftest import (
     PASSWORD,
     SENDER,
@@ -41,6 +41,7 @@ async def test_file_backend_writes_eml_files_the_stdlib_parses(
     response = await client.post("/v1/evaluations", json=interview(), headers=auth)
     id_ = response.json()["id"]
 
+    await settle(app)
     fetched = (await client.get(f"/v1/evaluations/{id_}", headers=auth)).json()
     assert [n["status"] for n in fetched["notifications"]] == ["sent", "sent"]
     files = sorted(settings.email_dir.iterdir())
@@ -74,11 +75,13 @@ async def test_console_backend_prints_the_mail(
     auth: dict[str, str],
     scoring: respx.MockRouter,
     capsys: pytest.CaptureFixture[str],
+    app: FastAPI,
 ) -> None:
     response = await client.post(
         "/v1/evaluations", json=interview(notify={"candidate": True}), headers=auth
     )
     assert response.status_code == 201
+    await settle(app)
 
     printed = capsys.readouterr().out
     assert "Subject: Thank you for interviewing for Backend Engineer" in printed
@@ -116,7 +119,6 @@ def settings_overrides(tls_server: SmtpServer, ca: trustme.CA, tmp_path: Path) -
         "smtp_password": PASSWORD,
         "smtp_ca_file": ca_file,
         "smtp_timeout_s": 5,
-        "email_sweeper": False,
     }
 
 
@@ -128,10 +130,12 @@ async def test_smtp_over_tls_with_login(
     auth: dict[str, str],
     scoring: respx.MockRouter,
     tls_server: SmtpServer,
+    app: FastAPI,
 ) -> None:
     response = await client.post("/v1/evaluations", json=interview(), headers=auth)
     id_ = response.json()["id"]
 
+    await settle(app)
     fetched = (await client.get(f"/v1/evaluations/{id_}", headers=auth)).json()
     assert [n["status"] for n in fetched["notifications"]] == ["sent", "sent"]
     assert len(tls_server.inbox.received) == 2
@@ -146,7 +150,7 @@ async def test_a_wrong_password_keeps_the_mail_queued_for_retry(
     settings: Settings, scoring: respx.MockRouter, tls_server: SmtpServer
 ) -> None:
     app = create_app(settings.model_copy(update={"smtp_password": SecretStr("wrong")}))
-    async with app.router.lifespan_context(app):
+    async with serving(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as client:
             async with app.state.sessionmaker() as session, session.begin():
@@ -155,6 +159,8 @@ async def test_a_wrong_password_keeps_the_mail_queued_for_retry(
             response = await client.post(
                 "/v1/evaluations", json=interview(notify={"candidate": True}), headers=headers
             )
+            # Settled: the attempt failed and its retry is scheduled for later.
+            await settle(app)
             fetched = await client.get(f"/v1/evaluations/{response.json()['id']}", headers=headers)
         [notification] = fetched.json()["notifications"]
         assert notification["status"] == "failed"

@@ -19,7 +19,7 @@ from service.logs import configure_logging
 from service.main import create_app
 from service.notifications import outbox
 from service.notifications.delivery import Deliverer
-from tests.conftest import completion, interview, scores_content
+from tests.conftest import completion, interview, scores_content, serving, settle
 from tests.notifications.conftest import (
     ANALYZE,
     CHAT,
@@ -46,6 +46,8 @@ def parts(received: Received) -> tuple[str, str]:
 
 
 async def statuses(client: httpx.AsyncClient, auth: dict[str, str], id_: str) -> list[str]:
+    """The evaluation's mail statuses once the worker has done what is due."""
+    await settle(client._transport.app)  # type: ignore[attr-defined]
     response = await client.get(f"/v1/evaluations/{id_}", headers=auth)
     assert response.status_code == 200
     return [n["status"] for n in response.json()["notifications"]]
@@ -116,11 +118,13 @@ async def test_the_candidate_mail_never_shows_a_score(
     auth: dict[str, str],
     scoring: respx.MockRouter,
     smtp_server: SmtpServer,
+    app: FastAPI,
 ) -> None:
     response = await client.post("/v1/evaluations", json=interview(), headers=auth)
     body = response.json()
     assert body["overall_score"] == 69.7
     assert body["recommendation"] == "hire"
+    await settle(app)
 
     [candidate] = smtp_server.inbox.to(CANDIDATE)
     text, html = parts(candidate)
@@ -146,6 +150,7 @@ async def test_flags_and_korean_templates(
     auth: dict[str, str],
     upstream: respx.MockRouter,
     smtp_server: SmtpServer,
+    app: FastAPI,
 ) -> None:
     upstream.post(CHAT).mock(
         return_value=completion(scores_content({"technical_depth": 4, "communication": None}))
@@ -157,6 +162,7 @@ async def test_flags_and_korean_templates(
     )
     assert response.status_code == 201, response.text
     assert response.json()["partial"] is True
+    await settle(app)
 
     [thanks] = smtp_server.inbox.to("jiwon@example.com")
     assert thanks.message["Subject"] == "Backend Engineer 면접에 참여해 주셔서 감사합니다"
@@ -175,9 +181,11 @@ async def test_html_part_escapes_what_the_client_sent(
     auth: dict[str, str],
     scoring: respx.MockRouter,
     smtp_server: SmtpServer,
+    app: FastAPI,
 ) -> None:
     candidate = {"name": "<b>Jane</b> & co", "email": CANDIDATE}
     await client.post("/v1/evaluations", json=interview(candidate=candidate), headers=auth)
+    await settle(app)
 
     [mail] = smtp_server.inbox.to(CANDIDATE)
     text, html = parts(mail)
@@ -190,6 +198,7 @@ async def test_no_notify_no_mail(
     auth: dict[str, str],
     scoring: respx.MockRouter,
     smtp_server: SmtpServer,
+    app: FastAPI,
 ) -> None:
     response = await client.post(
         "/v1/evaluations",
@@ -203,6 +212,7 @@ async def test_no_notify_no_mail(
     ]
     response = await client.post("/v1/evaluations", json=interview(notify=None), headers=auth)
     assert response.json()["notifications"] == []
+    await settle(app)
     assert [r.rcpt_tos for r in smtp_server.inbox.received] == [[RECRUITER]]
 
 
@@ -214,6 +224,9 @@ async def test_smtp_down_then_up_every_mail_arrives_once(
     app: FastAPI,
 ) -> None:
     smtp_server.stop()
+    # The test drives the deliverer itself, one round at a time.
+    await app.state.worker.stop()
+    deliverer: Deliverer = app.state.deliverer
     ids = []
     for n in range(3):
         notify = {"candidate": True, "recruiters": [f"lead{n}@example.com"]}
@@ -222,6 +235,7 @@ async def test_smtp_down_then_up_every_mail_arrives_once(
         assert response.status_code == 201
         assert response.json()["status"] == "completed"
         ids.append(response.json()["id"])
+    assert await deliverer.sweep_once() == 6
 
     failed = (await client.get(f"/v1/evaluations/{ids[0]}", headers=auth)).json()
     for notification in failed["notifications"]:
@@ -232,7 +246,6 @@ async def test_smtp_down_then_up_every_mail_arrives_once(
         assert row.last_error is not None
         assert "Connect" in row.last_error
 
-    deliverer: Deliverer = app.state.deliverer
     await deliverer.sweep_once()  # still down: another failed attempt, nothing lost
     smtp_server.start()
 
@@ -293,30 +306,23 @@ async def test_a_process_that_dies_after_claiming_loses_no_mail(
     smtp_server: SmtpServer,
     app: FastAPI,
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Process A: its fast path never runs, and it dies right after claiming the rows.
-    async def dies_before_sending(evaluation_id: str) -> None:
-        async with app.state.sessionmaker() as session, session.begin():
-            claimed = await outbox.claim(
-                session,
-                token="process-a",
-                lease_s=0.3,
-                limit=10,
-                max_attempts=8,
-                evaluation_ids=[evaluation_id],
-            )
-        assert len(claimed) == 2
-
-    monkeypatch.setattr(app.state.deliverer, "deliver_evaluation", dies_before_sending)
+    # Process A: its worker claims the rows and dies before sending them.
+    await app.state.worker.stop()
     response = await client.post("/v1/evaluations", json=interview(), headers=auth)
     id_ = response.json()["id"]
-    assert await statuses(client, auth, id_) == ["sending", "sending"]
+    async with app.state.sessionmaker() as session, session.begin():
+        claimed = await outbox.claim(
+            session, token="process-a", lease_s=0.3, limit=10, max_attempts=8
+        )
+    assert len(claimed) == 2
+    fetched = (await client.get(f"/v1/evaluations/{id_}", headers=auth)).json()
+    assert [n["status"] for n in fetched["notifications"]] == ["sending", "sending"]
     assert smtp_server.inbox.received == []
 
     # Process B: a fresh service with its sweeper running, on the same database.
     restarted = create_app(settings.model_copy(update={"email_sweeper": True}))
-    async with restarted.router.lifespan_context(restarted):
+    async with serving(restarted):
 
         async def all_sent() -> bool:
             return all(row.status == "sent" for row in await outbox_rows(restarted))
@@ -365,6 +371,7 @@ async def test_delete_after_send_keeps_no_personal_data(
 ) -> None:
     response = await client.post("/v1/evaluations", json=interview(), headers=auth)
     id_ = response.json()["id"]
+    await settle(app)
     await client.delete(f"/v1/evaluations/{id_}", headers=auth)
 
     rows = await outbox_rows(app)
@@ -467,30 +474,35 @@ def test_configured_logging_silences_statement_logs() -> None:
         logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
 
 
-async def test_a_delivery_refreshes_the_cached_read_of_its_evaluation(
+async def test_a_read_is_cached_only_once_its_mails_are_final(
     client: httpx.AsyncClient,
     auth: dict[str, str],
     scoring: respx.MockRouter,
     smtp_server: SmtpServer,
     app: FastAPI,
 ) -> None:
+    """The worker changes a mail's status behind the API's cache: a read is kept only when no
+    mail of it can change any more, so no cached copy shows a stale status."""
     smtp_server.stop()
+    await app.state.worker.stop()
+    deliverer: Deliverer = app.state.deliverer
     response = await client.post("/v1/evaluations", json=interview(), headers=auth)
     url = f"/v1/evaluations/{response.json()['id']}"
-    await client.get(url, headers=auth)
-    cached = await client.get(url, headers=auth)
-    assert cached.headers["x-fastapi-cache"] == "HIT"
-    assert [n["status"] for n in cached.json()["notifications"]] == ["failed", "failed"]
+    await deliverer.sweep_once()
+    reads = [await client.get(url, headers=auth) for _ in "ab"]
+    assert [r.headers["x-fastapi-cache"] for r in reads] == ["MISS", "MISS"]
+    assert [n["status"] for n in reads[1].json()["notifications"]] == ["failed", "failed"]
 
     smtp_server.start()
-    deliverer: Deliverer = app.state.deliverer
 
     async def all_sent() -> bool:
         await deliverer.sweep_once()
         return all(row.status == "sent" for row in await outbox_rows(app))
 
     await eventually(all_sent)
-    assert await statuses(client, auth, response.json()["id"]) == ["sent", "sent"]
+    reads = [await client.get(url, headers=auth) for _ in "ab"]
+    assert [r.headers["x-fastapi-cache"] for r in reads] == ["MISS", "HIT"]
+    assert [n["status"] for n in reads[1].json()["notifications"]] == ["sent", "sent"]
 
 
 async def test_an_idempotent_replay_sends_no_new_mail(
@@ -506,5 +518,6 @@ async def test_an_idempotent_replay_sends_no_new_mail(
 
     assert first.status_code == again.status_code == 201
     assert again.json()["id"] == first.json()["id"]
+    await settle(app)
     assert len(await outbox_rows(app)) == 2
     assert sorted(r.rcpt_tos[0] for r in smtp_server.inbox.received) == [CANDIDATE, RECRUITER]

@@ -21,7 +21,8 @@ from service.notifications import outbox
 from service.notifications.delivery import Deliverer
 from service.notifications.outbox import OutboxMessage
 from service.notifications.sender import build_sender
-from tests.conftest import interview
+from service.worker import load_evaluation_facts
+from tests.conftest import interview, serving, settle
 from tests.notifications.conftest import SmtpServer, eventually, outbox_rows
 
 
@@ -106,7 +107,7 @@ async def test_postgresql_end_to_end(
     smtp_server: SmtpServer,
 ) -> None:
     app = create_app(settings.model_copy(update={"database_url": postgres_url}))
-    async with app.router.lifespan_context(app):
+    async with serving(app):
         async with app.state.sessionmaker() as session, session.begin():
             _, key = await create_api_key(session, name="pg", scopes=("write", "read", "delete"))
         headers = {"Authorization": f"Bearer {key}"}
@@ -114,6 +115,7 @@ async def test_postgresql_end_to_end(
         async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as client:
             created = await client.post("/v1/evaluations", json=interview(), headers=headers)
             id_ = created.json()["id"]
+            await settle(app)
             fetched = await client.get(f"/v1/evaluations/{id_}", headers=headers)
             assert [n["status"] for n in fetched.json()["notifications"]] == ["sent", "sent"]
             deleted = await client.delete(f"/v1/evaluations/{id_}", headers=headers)
@@ -121,13 +123,9 @@ async def test_postgresql_end_to_end(
     assert len(smtp_server.inbox.received) == 2
 
 
-async def _park(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Leave every new mail queued: the fast path does nothing."""
-
-    async def nothing(evaluation_id: str) -> None:
-        return None
-
-    monkeypatch.setattr(app.state.deliverer, "deliver_evaluation", nothing)
+async def _park(app: FastAPI) -> None:
+    """Leave every new mail queued: the app's worker is stopped."""
+    await app.state.worker.stop()
 
 
 async def test_shutdown_lets_a_send_in_flight_finish(
@@ -139,13 +137,14 @@ async def test_shutdown_lets_a_send_in_flight_finish(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await _park(app, monkeypatch)
+    await _park(app)
     await client.post("/v1/evaluations", json=interview(notify={"candidate": True}), headers=auth)
     smtp_server.inbox.delay_s = 0.3
     deliverer = Deliverer(
         settings=settings.model_copy(update={"email_sweeper": True, "email_shutdown_grace_s": 10}),
         sessionmaker=app.state.sessionmaker,
         sender=build_sender(settings),
+        load_facts=load_evaluation_facts,
     )
     deliverer.start()
     assert await asyncio.to_thread(smtp_server.inbox.in_data.wait, 10)
@@ -166,13 +165,14 @@ async def test_shutdown_hands_an_unfinished_send_back_to_the_queue(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await _park(app, monkeypatch)
+    await _park(app)
     await client.post("/v1/evaluations", json=interview(notify={"candidate": True}), headers=auth)
     smtp_server.inbox.delay_s = 30
     deliverer = Deliverer(
         settings=settings.model_copy(update={"email_sweeper": True, "email_shutdown_grace_s": 0.1}),
         sessionmaker=app.state.sessionmaker,
         sender=build_sender(settings),
+        load_facts=load_evaluation_facts,
     )
     deliverer.start()
     assert await asyncio.to_thread(smtp_server.inbox.in_data.wait, 10)
@@ -205,7 +205,7 @@ async def test_outage_and_restart_lose_no_mail_and_send_none_for_a_deleted_evalu
     smtp_server.stop()
     first = create_app(running)
     ids: list[str] = []
-    async with first.router.lifespan_context(first):
+    async with serving(first):
         transport = httpx.ASGITransport(app=first)
         async with httpx.AsyncClient(transport=transport, base_url="http://scorer.test") as client:
             for n in range(3):
@@ -224,7 +224,7 @@ async def test_outage_and_restart_lose_no_mail_and_send_none_for_a_deleted_evalu
         await eventually(retried)
     # The service is down: restarted below while the SMTP server is still down, then it is back.
     second = create_app(running)
-    async with second.router.lifespan_context(second):
+    async with serving(second):
 
         async def failing() -> bool:
             rows = await outbox_rows(second)
@@ -259,7 +259,7 @@ async def test_a_lease_expired_on_the_last_attempt_is_given_up(
     smtp_server: SmtpServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await _park(app, monkeypatch)
+    await _park(app)
     await client.post("/v1/evaluations", json=interview(notify={"candidate": True}), headers=auth)
     async with app.state.sessionmaker() as session, session.begin():
         # A sender that died while sending the last allowed attempt.
