@@ -19,9 +19,9 @@ import httpx
 
 from service.auth.service import create_api_key
 from service.config import Settings
+from service.devtools.simulator import SimulatorConfig, start_simulator
 from service.main import create_app
 from service.migrate import upgrade
-from service.simulator import SimulatorConfig, start_simulator
 from tests.conftest import interview
 
 

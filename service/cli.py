@@ -193,7 +193,7 @@ async def _announce_revocation(key_id: str) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from service.simulator import SimulatorConfig, run_simulator
+    from service.devtools.simulator import SimulatorConfig, run_simulator
 
     run_simulator(
         SimulatorConfig(
@@ -211,7 +211,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from service.demo import run_demo
+    from service.devtools.demo import run_demo
 
     return asyncio.run(run_demo(examples=args.examples, workdir=args.workdir))
 
@@ -219,7 +219,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from service.score_cli import score_files
+    from service.devtools.score_cli import score_files
 
     if not args.api_key:
         return _fail("an API key is required: --api-key or SCORER_API_KEY")

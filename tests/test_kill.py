@@ -29,8 +29,8 @@ from sqlalchemy import select
 from service.auth.service import create_api_key
 from service.config import Settings
 from service.database import create_engine, create_sessionmaker
+from service.devtools.simulator import SimulatorConfig, start_simulator
 from service.notifications.outbox import OutboxMessage
-from service.simulator import SimulatorConfig, start_simulator
 from tests.conftest import interview
 from tests.servers import free_port
 

@@ -17,7 +17,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
-from service.simulator import (
+from service.devtools.simulator import (
     SimulatorConfig,
     TranscriptContext,
     generate_instance,

@@ -19,8 +19,8 @@ from bench import (
     reference_sync,
     report,
 )
+from service.devtools.simulator import SimulatorConfig, start_simulator
 from service.evaluations.schemas import EvaluationCreate
-from service.simulator import SimulatorConfig, start_simulator
 
 
 def test_distinct_bodies_are_valid_and_all_different() -> None:

@@ -12,7 +12,7 @@ import respx
 from fastapi import FastAPI
 
 from service.cli import main
-from service.score_cli import score_files
+from service.devtools.score_cli import score_files
 from tests.conftest import completion, scores_content
 from tests.jobs.helpers import CHAT, numbered
 
