@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # How often the worker asks the database whether work is due (PostgreSQL's NOTIFY and the
     # API's own writer in one process wake it sooner).
     worker_poll_s: float = Field(default=0.05, gt=0, le=60)
+    # Touched by the worker while it can reach its database (at most once a second), for a
+    # container's health check: `interview-scorer worker --check` (unset: no file).
+    worker_heartbeat_file: Path | None = None
 
     # --- Asynchronous evaluations, batches and webhooks (service/jobs, batches, webhooks). ---
     # Background scorings in flight per process (never more than SCORER_LLM_MAX_CONCURRENCY).

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -115,6 +117,7 @@ class Worker:
 
     async def _watch(self) -> None:
         poll_s = self.settings.worker_poll_s
+        heartbeat = Heartbeat(self.settings.worker_heartbeat_file)
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll_s):
@@ -128,6 +131,7 @@ class Worker:
                 # The type only: a driver's message may carry a connection string.
                 logger.warning("worker watch failed", extra={"error_type": type(exc).__name__})
                 continue
+            heartbeat.beat()
             if "email" in channels:
                 self.deliverer.wake()
             if WEBHOOK_CHANNEL in channels:
@@ -158,6 +162,40 @@ class Worker:
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         await connection.close(timeout=2)
+
+
+class Heartbeat:
+    """A file whose modification time says when the worker last reached its database."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._last = 0.0
+
+    def beat(self) -> None:
+        """Touch the file, unless it was touched less than a second ago."""
+        if self._path is None:
+            return
+        now = time.monotonic()
+        if now - self._last < self.INTERVAL_S:
+            return
+        self._last = now
+        try:
+            self._path.touch()
+        except OSError as exc:
+            logger.warning("worker heartbeat not written", extra={"error_type": type(exc).__name__})
+
+
+def heartbeat_age_s(settings: Settings) -> float | None:
+    """Seconds since the worker's last heartbeat; None without a heartbeat file or a beat."""
+    path = settings.worker_heartbeat_file
+    if path is None:
+        return None
+    try:
+        return max(time.time() - path.stat().st_mtime, 0.0)
+    except OSError:
+        return None
 
 
 async def load_evaluation_facts(session: AsyncSession, ids: set[str]) -> dict[str, EvaluationFacts]:

@@ -7,8 +7,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -22,11 +23,33 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running `serve`: its base URL and its process."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+
 @contextmanager
 def serving(
     *, database_url: str, workdir: Path, workers: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """`interview-scorer serve` on a free loopback port until the block ends; its base URL."""
+    with serve_process(database_url=database_url, workdir=workdir, workers=workers, env=env) as s:
+        yield s.base_url
+
+
+@contextmanager
+def serve_process(
+    *,
+    database_url: str,
+    workdir: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[Served]:
+    """`interview-scorer serve [args]` on a free loopback port until the block ends."""
     port = free_port()
     environment = {
         **os.environ,
@@ -37,8 +60,9 @@ def serving(
         **(env or {}),
     }
     log = (workdir / f"serve-{port}.log").open("wb")
+    argv = ["serve", "--port", str(port), "--workers", str(workers), *args]
     process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "service", *argv],
         cwd=workdir,
         env=environment,
         stdout=log,
@@ -61,7 +85,7 @@ def serving(
             if time.monotonic() > deadline:
                 raise RuntimeError("serve did not answer /healthz within 60 s")
             time.sleep(0.1)
-        yield base_url
+        yield Served(base_url, process)
     finally:
         process.terminate()
         try:
@@ -70,3 +94,22 @@ def serving(
             process.kill()
             process.wait()
         log.close()
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """A process's argv, or [] when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
