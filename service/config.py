@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # How often the worker asks the database whether work is due (PostgreSQL's NOTIFY and the
     # API's own writer in one process wake it sooner).
     worker_poll_s: float = Field(default=0.05, gt=0, le=60)
+    # Allocations between young-generation garbage collections in the API and worker processes
+    # (service/runtime.py; 0 keeps Python's default of 700, which costs a quarter of the CPU).
+    gc_gen0_threshold: int = Field(default=10_000, ge=0)
     # Touched by the worker while it can reach its database (at most once a second), for a
     # container's health check: `interview-scorer worker --check` (unset: no file).
     worker_heartbeat_file: Path | None = None

@@ -217,6 +217,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     from service.http import build_http_client
     from service.llm.client import LLMClient
     from service.portfolio.client import PortfolioAnalyzer
+    from service.runtime import tune_gc
 
     engine = create_engine(settings)
     http_client = build_http_client(settings)
@@ -240,6 +241,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
         job_concurrency=min(settings.job_concurrency, llm.max_concurrency),
     )
     worker.start()
+    tune_gc(settings.gc_gen0_threshold)
     try:
         yield worker
     finally:

@@ -126,22 +126,25 @@ def _presented_key(request: Request) -> str | None:
     return headers.get("x-api-key") or None
 
 
+async def authenticate(request: Request, scope: str) -> ApiKey:
+    """The caller's key, if it has `scope`; else 401 (no key, an unknown or revoked one) or 403."""
+    key = _presented_key(request)
+    if not key:
+        raise AuthenticationError("An API key is required (Authorization: Bearer or X-API-Key).")
+    keys: KeyCache = request.app.state.keys
+    api_key = await keys.find(key)
+    if api_key is None:
+        raise AuthenticationError("The API key is unknown or revoked.")
+    if scope not in api_key.scope_set:
+        raise PermissionDenied(f"The API key lacks the '{scope}' scope.")
+    return api_key
+
+
 def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that returns the caller's key, or fails with 401 or 403."""
 
     async def dependency(request: Request) -> ApiKey:
-        key = _presented_key(request)
-        if not key:
-            raise AuthenticationError(
-                "An API key is required (Authorization: Bearer or X-API-Key)."
-            )
-        keys: KeyCache = request.app.state.keys
-        api_key = await keys.find(key)
-        if api_key is None:
-            raise AuthenticationError("The API key is unknown or revoked.")
-        if scope not in api_key.scope_set:
-            raise PermissionDenied(f"The API key lacks the '{scope}' scope.")
-        return api_key
+        return await authenticate(request, scope)
 
     return dependency
 

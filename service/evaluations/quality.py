@@ -83,11 +83,14 @@ def _meaningful_words(answer: str) -> list[str]:
 
 
 def _garbled(answers: Sequence[str]) -> str | None:
-    chars = [c for a in answers for c in a if not c.isspace()]
-    letters = sum(c.isalpha() for c in chars)
-    if chars and letters / len(chars) < MIN_LETTER_SHARE:
+    # Counted by str methods mapped over the text: a Python loop per character cost a tenth
+    # of a request's CPU.
+    text = "".join(answers)
+    chars = len(text) - sum(map(str.isspace, text))
+    letters = sum(map(str.isalpha, text))
+    if chars and letters / chars < MIN_LETTER_SHARE:
         return (
-            f"only {letters / len(chars):.0%} of the answers' characters are letters "
+            f"only {letters / chars:.0%} of the answers' characters are letters "
             f"(at least {MIN_LETTER_SHARE:.0%} are needed)"
         )
     noise = sum(len(_NOISE.findall(a)) for a in answers)

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     HttpUrl,
     StringConstraints,
@@ -16,6 +15,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.evaluations.email_address import EmailAddress
 from service.reviews.schemas import ReviewRead
 
 MAX_TRANSCRIPT_TURNS = 100
@@ -40,7 +40,7 @@ class Candidate(_Strict):
     """Who was interviewed; used for storage and emails only, never sent to the LLM."""
 
     name: ShortText
-    email: EmailStr
+    email: EmailAddress
     external_id: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 
@@ -135,7 +135,7 @@ class Notify(_Strict):
     """Who gets follow-up emails."""
 
     candidate: bool = True
-    recruiters: list[EmailStr] = Field(default_factory=list, max_length=MAX_RECRUITERS)
+    recruiters: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECRUITERS)
 
 
 EXAMPLE_REQUEST: dict[str, Any] = {
