@@ -1,8 +1,9 @@
 """A rendered mail as the bytes of a MIME message, written directly.
 
 The standard library's email package builds the same message (`build_message` below, still
-used where this cannot write it) at about half a millisecond a mail, most of it in its generator: header
-folding, a regular expression compiled per message, a random boundary per message. This writes
+used where this cannot write it) at about half a millisecond a mail, most of it in its
+generator: header folding, a regular expression compiled per message, a random boundary. This
+writes
 the structure a follow-up mail always has (text, and HTML as its alternative, UTF-8 in base64)
 in a few string operations; headers that need encoding are still encoded by the email package
 (`Header`, `formataddr`), and a mail with an address that is not plain ASCII is left to it

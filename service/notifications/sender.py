@@ -8,7 +8,6 @@ import os
 import re
 import ssl
 import sys
-import tempfile
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Protocol
@@ -46,14 +45,21 @@ def sender_domain(email_from: str) -> str:
 
 
 def _write_atomically(directory: Path, name: str, data: bytes) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    # The temporary name is the final one's and this process's: unique without drawing random
+    # names (tempfile's cost more than the write), and two workers sending the same mail again
+    # after a lost lease each rename a whole file of their own.
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         os.replace(tmp, directory / name)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
