@@ -105,8 +105,12 @@ def _garbled(answers: Sequence[str]) -> str | None:
             f"only {letters / chars:.0%} of the answers' characters are letters "
             f"(at least {MIN_LETTER_SHARE:.0%} are needed)"
         )
-    noise = sum(len(_NOISE.findall(a)) for a in answers)
-    tokens = sum(len(_NOISE.sub(" x ", a).split()) for a in answers)
+    noise = tokens = 0
+    for answer in answers:
+        # Each marker becomes one token: the share of tokens that are markers.
+        replaced, markers = _NOISE.subn(" x ", answer)
+        noise += markers
+        tokens += len(replaced.split())
     if tokens and noise / tokens > MAX_NOISE_SHARE:
         return (
             f"{noise / tokens:.0%} of the answers' words are transcription-noise markers "
