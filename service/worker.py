@@ -7,10 +7,12 @@ only writes those rows. Several workers may run at once: every piece of work is 
 lease (FOR UPDATE SKIP LOCKED on PostgreSQL, one conditional UPDATE on SQLite), so none is done
 twice, and work a dead worker had claimed is taken up again when its lease expires.
 
-New work is noticed within `SCORER_WORKER_POLL_S` (50 ms) by a watcher that asks the database
-one cheap question (is anything due?) and wakes only the deliverer that has work; on PostgreSQL
-a LISTEN on the channel the API's writer NOTIFYs at each commit wakes it at once. In-process (the
-test suite) the API's writer wakes it directly.
+New work is noticed at its commit: on PostgreSQL by a LISTEN on the channel the API's writer
+NOTIFYs, on SQLite by a datagram the writer sends to the worker's socket (service/wakeup.py);
+in one process (the test suite) the API's writer wakes it directly. A watcher also asks the
+database every SCORER_WORKER_POLL_S (1 s) whether anything is due, which picks up retries
+whose time has come, claims a dead worker left behind, and work whose wake-up was lost; it
+wakes only the deliverer that has work.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from service.notifications import outbox
 from service.notifications.delivery import Deliverer
 from service.notifications.follow_ups import EvaluationFacts
 from service.notifications.sender import EmailSender, build_sender
+from service.wakeup import WakeListener, wake_directory
 from service.webhooks.delivery import CHANNEL as WEBHOOK_CHANNEL
 from service.webhooks.delivery import WebhookDeliverer
 from service.writer import WORK_CHANNEL
@@ -80,6 +83,8 @@ class Worker:
             after_finish=self._after_finish,
         )
         self._wake = asyncio.Event()
+        directory = wake_directory(engine.url)
+        self._listener = WakeListener(directory, self._wake) if directory is not None else None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -94,6 +99,8 @@ class Worker:
         self.webhooks.start()
         self.jobs.start()
         self._tasks = [asyncio.create_task(self._watch(), name="worker-watcher")]
+        if self._listener is not None:
+            self._listener.start()
         if self._engine.dialect.name == "postgresql":
             self._tasks.append(asyncio.create_task(self._listen(), name="worker-listener"))
 
@@ -101,6 +108,8 @@ class Worker:
         """Stop: deliveries in flight finish or hand their claims back, scorings are released."""
         self._stopping = True
         self._wake.set()
+        if self._listener is not None:
+            self._listener.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -116,8 +125,11 @@ class Worker:
             self.deliverer.wake()
 
     async def _watch(self) -> None:
-        poll_s = self.settings.worker_poll_s
         heartbeat = Heartbeat(self.settings.worker_heartbeat_file)
+        poll_s = self.settings.worker_poll_s
+        if self.settings.worker_heartbeat_file is not None:
+            # The heartbeat says the database was reached lately, however long the poll.
+            poll_s = min(poll_s, Heartbeat.MAX_SILENCE_S)
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll_s):
@@ -168,6 +180,8 @@ class Heartbeat:
     """A file whose modification time says when the worker last reached its database."""
 
     INTERVAL_S = 1.0
+    # The longest the watcher goes without reaching the database when a file is kept.
+    MAX_SILENCE_S = 5.0
 
     def __init__(self, path: Path | None) -> None:
         self._path = path

@@ -29,6 +29,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Update
 
 from service.database import create_sqlite_writer_engine
+from service.wakeup import WakeSender, wake_directory
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class GroupWriter:
         # Set by whoever runs a worker in this process (the test suite) to wake it at once.
         self.on_work = on_work
         self._notify = engine.dialect.name == "postgresql"
+        # On SQLite, a datagram to the workers of this database (service/wakeup.py).
+        directory = wake_directory(engine.url)
+        self._wake = WakeSender(directory) if directory is not None else None
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[None]]] = asyncio.Queue()
         # Transactions committed so far (a group, or a write retried alone).
         self.commits = 0
@@ -112,6 +116,9 @@ class GroupWriter:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.dispose)
             self._thread.shutdown()
             self._thread = None
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
 
     async def write(self, write: Write) -> None:
         """Commit `write` with whatever else is waiting; raises what its own rows raised."""
@@ -199,6 +206,8 @@ class GroupWriter:
         await self._woken()
 
     async def _woken(self) -> None:
+        if self._wake is not None:
+            self._wake.send()
         if self.on_work is not None:
             woken = self.on_work()
             if woken is not None:

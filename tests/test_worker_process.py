@@ -15,11 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import make_url, text
 
 from service.auth.service import create_api_key
 from service.config import Settings
 from service.database import create_engine, create_sessionmaker
 from service.devtools.simulator import SimulatorConfig, start_simulator
+from service.wakeup import wake_directory
 from tests.conftest import interview
 from tests.servers import children, command_line, serve_process
 
@@ -164,6 +166,50 @@ async def test_no_worker_leaves_the_mail_queued_for_a_worker_run_on_its_own(
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+
+
+async def test_a_worker_on_its_own_is_woken_by_each_commit_of_the_api(
+    database_url: str, simulator: str, api_key: str, tmp_path: Path
+) -> None:
+    """No poll and no sweep within the test's bound: only the wake-up of the API's commit (a
+    datagram on SQLite, NOTIFY on PostgreSQL) can get the mail out in time."""
+    env = _env(database_url, simulator, tmp_path)
+    del env["SCORER_WORKER_HEARTBEAT_FILE"]
+    env.update(SCORER_WORKER_POLL_S="60", SCORER_EMAIL_SWEEP_INTERVAL_S="60")
+    worker = _start_worker(env)
+    try:
+        with serve_process(
+            database_url=database_url, workdir=tmp_path, env=env, args=["--no-worker"]
+        ) as served:
+            # Started, and past its first sweep (the recovery of what it finds at start).
+            async with asyncio.timeout(30):
+                while not await _listening(database_url):  # noqa: ASYNC110 (a process to watch)
+                    await asyncio.sleep(0.05)
+            for round_ in (1, 2):
+                await _score(served.base_url, api_key)
+                await _until(lambda round_=round_: _mails(tmp_path) == 2 * round_, within_s=15)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+async def _listening(database_url: str) -> bool:
+    """Whether a worker of this database is ready to be woken (SQLite: its socket exists;
+    PostgreSQL: a connection LISTENs)."""
+    directory = wake_directory(make_url(database_url))
+    if directory is not None:
+        return directory.is_dir() and any(directory.iterdir())
+    engine = create_engine(
+        Settings(_env_file=None, database_url=database_url, llm_provider="simulated")
+    )
+    try:
+        async with engine.connect() as connection:
+            listening = await connection.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'")
+            )
+    finally:
+        await engine.dispose()
+    return bool(listening)
 
 
 def test_check_without_a_heartbeat_file_says_what_is_missing(tmp_path: Path) -> None:
