@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from functools import cache
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.backlog import Backlog, read_backlog
 from service.errors import problem_response
 from service.metrics import JOBS_PENDING, OLDEST_UNCLAIMED_AGE, OUTBOX_DEPTH, render_metrics
-from service.migrate import head_revision
+from service.migrate import database_revision, head_revision
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +37,6 @@ class NotReady(Exception):
     """A dependency answers but is not usable (migrations behind, say)."""
 
 
-@cache
-def _head() -> str | None:
-    return head_revision()
-
-
 def database_checks(engine: AsyncEngine) -> dict[str, ReadinessCheck]:
     """The database answers, and its migrations are current."""
 
@@ -52,15 +45,10 @@ def database_checks(engine: AsyncEngine) -> dict[str, ReadinessCheck]:
             await connection.execute(text("SELECT 1"))
 
     async def migrations() -> None:
-        def read(connection: Connection) -> str | None:
-            from alembic.runtime.migration import MigrationContext
-
-            return MigrationContext.configure(connection).get_current_revision()
-
         async with engine.connect() as connection:
-            current = await connection.run_sync(read)
-        if current != _head():
-            raise NotReady(f"at {current or 'none'}, not {_head()}")
+            current = await database_revision(connection)
+        if current != head_revision():
+            raise NotReady(f"at {current or 'none'}, not {head_revision()}")
 
     return {"database": database, "migrations": migrations}
 
