@@ -294,7 +294,11 @@ def _give_up_unless_repairable(reply: Reply, *, error: str, repaired: bool) -> N
     """Raise the final error of an answer that failed validation, unless asking once more
     with the error (a repair) can help."""
     if reply.refusal is not None or reply.finish_reason == "content_filter":
-        raise LLMRefused(reply.refusal or "The answer was stopped by the server's content filter.")
+        raise LLMRefused(
+            reply.refusal[:500]
+            if reply.refusal
+            else "The server's content filter stopped the answer."
+        )
     if reply.finish_reason == "length":
         raise LLMOutputTruncated(
             "The LLM's answer was cut off at its length limit (finish_reason length) before it "

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CRITERION_KEYS = frozenset({"reasoning", "evidence", "insufficient_evidence", "score"})
+from service.llm.prompts import CRITERION_FIELDS
+
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
 _THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)
 # Lone surrogates (a JSON "\ud800" decodes to one) cannot be encoded as UTF-8, so no answer or
@@ -184,16 +185,16 @@ class ScoringOutput(BaseModel):
     summary: str
 
 
-def normalize(value: Any, keys: Sequence[str]) -> tuple[Any, list[str]]:
+def normalize(value: Any, keys: Collection[str]) -> tuple[Any, list[str]]:
     """The answer with the normalization rules applied, and a note for each rule that changed
     something (stored with the attempt). What is not of the expected shape is left for the
     validation to name.
 
     1. Fields the schema does not have are ignored, at every level, unknown criteria too.
     2. A criterion abstains when it says so or gives no score, and an abstaining criterion
-       has no score: a score beside `insufficient_evidence: true` is discarded, a null or
-       missing score makes `insufficient_evidence` true.
-    3. NUL characters and lone surrogates in text are dropped: they cannot be stored.
+       has no score: a score beside `insufficient_evidence: true` is discarded, a null score
+       makes `insufficient_evidence` true.
+    3. NUL characters and lone surrogates in text are dropped: they cannot be stored or sent.
     """
     notes: list[str] = []
     if not isinstance(value, dict):
@@ -211,7 +212,7 @@ def normalize(value: Any, keys: Sequence[str]) -> tuple[Any, list[str]]:
 
 
 def _known(
-    value: dict[str, Any], names: Sequence[str] | frozenset[str], path: str, notes: list[str]
+    value: dict[str, Any], names: Collection[str], path: str, notes: list[str]
 ) -> dict[str, Any]:
     unknown = [name for name in value if name not in names]
     if not unknown:
@@ -221,7 +222,7 @@ def _known(
 
 
 def _criterion(item: dict[str, Any], path: str, notes: list[str]) -> dict[str, Any]:
-    criterion = _known(item, CRITERION_KEYS, f"{path}.", notes)
+    criterion = _known(item, CRITERION_FIELDS, f"{path}.", notes)
     score = criterion.get("score")
     if _flag(criterion.get("insufficient_evidence")) is True:
         if score is not None:
