@@ -1,5 +1,6 @@
 """A real third-party gateway in front of the simulator: the LiteLLM proxy, in a virtualenv of
-its own.
+its own, routing one model to `interview-scorer simulate` and another to a simulator that
+refuses json_schema (`--no-json-schema`).
 
 LiteLLM's proxy pins much of what the service also uses (fastapi, starlette, pydantic, httpx2,
 uvloop...), so it cannot share the service's environment. It is installed from PyPI, at the
@@ -29,6 +30,8 @@ LITELLM = "litellm[proxy]==1.108.7"
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".cache" / f"litellm-{LITELLM.rpartition('==')[2]}"
 MODEL = "scorer-test-model"
+# Routed to a simulator that answers 400 to json_schema, as servers without structured output.
+JSON_MODE_MODEL = "scorer-test-json-mode"
 STARTUP_S = 90.0
 
 
@@ -65,25 +68,29 @@ class Gateway:
     proxy_url: str  # the proxy's OpenAI-compatible base URL (…/v1)
     master_key: str  # what the proxy demands, and so the service's LLM key
     model: str  # the model name the proxy routes to the simulator
+    json_mode_model: str  # the one it routes to a simulator without json_schema
 
 
 @contextmanager
 def running(workdir: Path) -> Iterator[Gateway]:
     """`interview-scorer simulate` and the LiteLLM proxy routing to it, until the block ends."""
     command = install()
-    simulator_port, proxy_port = free_port(), free_port()
+    simulator_port, plain_port, proxy_port = free_port(), free_port(), free_port()
     simulator_url = f"http://127.0.0.1:{simulator_port}/v1"
     master_key = "sk-gateway-test"
     config = workdir / "litellm.yaml"
+    routes = {MODEL: simulator_url, JSON_MODE_MODEL: f"http://127.0.0.1:{plain_port}/v1"}
     config.write_text(
         "model_list:\n"
-        f"  - model_name: {MODEL}\n"
-        "    litellm_params:\n"
-        f"      model: openai/{MODEL}\n"
-        f"      api_base: {simulator_url}\n"
-        "      api_key: simulator-needs-none\n"
-        "litellm_settings:\n"
-        "  telemetry: false\n"
+        + "".join(
+            f"  - model_name: {name}\n"
+            "    litellm_params:\n"
+            f"      model: openai/{name}\n"
+            f"      api_base: {url}\n"
+            "      api_key: simulator-needs-none\n"
+            for name, url in routes.items()
+        )
+        + "litellm_settings:\n  telemetry: false\n"
     )
     environment = {
         **os.environ,
@@ -91,17 +98,23 @@ def running(workdir: Path) -> Iterator[Gateway]:
         # The proxy would fetch its model price list from the internet at start.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    simulator = [
-        sys.executable, "-m", "service", "simulate", "--port", str(simulator_port),
-        "--llm-latency", "0", "--analyzer-latency", "0",
-    ]  # fmt: skip
+    simulate = [sys.executable, "-m", "service", "simulate", "--llm-latency", "0"]
+    simulate += ["--analyzer-latency", "0"]
     proxy = [str(command), "--config", str(config), "--host", "127.0.0.1"]
     proxy += ["--port", str(proxy_port)]
     with (
-        _process(simulator, workdir / "simulator.log", environment) as simulating,
+        _process(
+            [*simulate, "--port", str(simulator_port)], workdir / "simulator.log", environment
+        ) as simulating,
+        _process(
+            [*simulate, "--port", str(plain_port), "--no-json-schema"],
+            workdir / "simulator-without-json-schema.log",
+            environment,
+        ) as plain,
         _process(proxy, workdir / "litellm.log", environment) as proxying,
     ):
         _wait_for(f"http://127.0.0.1:{simulator_port}/healthz", simulating)
+        _wait_for(f"http://127.0.0.1:{plain_port}/healthz", plain)
         _wait_for(f"http://127.0.0.1:{proxy_port}/health/liveliness", proxying)
         yield Gateway(
             simulator_url=simulator_url,
@@ -109,6 +122,7 @@ def running(workdir: Path) -> Iterator[Gateway]:
             proxy_url=f"http://127.0.0.1:{proxy_port}/v1",
             master_key=master_key,
             model=MODEL,
+            json_mode_model=JSON_MODE_MODEL,
         )
 
 

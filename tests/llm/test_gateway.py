@@ -43,9 +43,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield started
 
 
-async def evaluate(settings: Settings, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """One evaluation of the sample interview by an app with these settings (and its worker);
-    with `Prefer: respond-async`, the evaluation once the worker has scored it."""
+async def evaluate(
+    settings: Settings, *, headers: dict[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One evaluation of the sample interview by an app with these settings (and its worker),
+    with its provenance, once scored; and the app's /readyz then."""
     app = create_app(settings)
     async with serving(app):
         async with app.state.sessionmaker() as session, session.begin():
@@ -56,7 +58,7 @@ async def evaluate(settings: Settings, *, headers: dict[str, str] | None = None)
             body = interview(notify=None)
             response = await c.post("/v1/evaluations", json=body, headers=auth | (headers or {}))
             assert response.status_code in (201, 202), response.text
-            location = f"/v1/evaluations/{response.json()['id']}"
+            location = f"/v1/evaluations/{response.json()['id']}?include=provenance"
 
             async def settled() -> bool:
                 status = (await c.get(location, headers=auth)).json()["status"]
@@ -64,11 +66,12 @@ async def evaluate(settings: Settings, *, headers: dict[str, str] | None = None)
 
             await eventually(settled)
             evaluation: dict[str, Any] = (await c.get(location, headers=auth)).json()
+            ready: dict[str, Any] = (await c.get("/readyz")).json()
     assert evaluation["status"] == "completed", evaluation
-    return evaluation
+    return evaluation, ready
 
 
-def through(settings: Settings, gateway: Gateway, *, proxy: bool) -> Settings:
+def through(settings: Settings, gateway: Gateway, *, proxy: bool, model: str = "") -> Settings:
     """The settings of a run against the simulator, directly or through the proxy. The
     production HTTP transport (aiohttp): respx sees none of these calls."""
     return settings.model_copy(
@@ -76,7 +79,7 @@ def through(settings: Settings, gateway: Gateway, *, proxy: bool) -> Settings:
             "llm_base_url": gateway.proxy_url if proxy else gateway.simulator_url,
             # The proxy demands its master key; the simulator takes any.
             "llm_api_key": SecretStr(gateway.master_key if proxy else "sk-direct"),
-            "llm_model": gateway.model,
+            "llm_model": model or gateway.model,
             "portfolio_analyzer_url": gateway.analyzer_url,
             "http_transport": "aiohttp",
             "cache_ttl_s": 0,
@@ -84,24 +87,46 @@ def through(settings: Settings, gateway: Gateway, *, proxy: bool) -> Settings:
     )
 
 
+def scored(evaluation: dict[str, Any]) -> dict[str, Any]:
+    return {key: evaluation[key] for key in SCORED}
+
+
 async def test_an_evaluation_through_the_proxy_is_the_one_scored_directly(
     gateway: Gateway, settings: Settings, upstream: respx.MockRouter
 ) -> None:
-    direct = await evaluate(through(settings, gateway, proxy=False))
-    proxied = await evaluate(through(settings, gateway, proxy=True))
+    direct, _ = await evaluate(through(settings, gateway, proxy=False))
+    proxied, ready = await evaluate(through(settings, gateway, proxy=True))
 
-    assert {k: proxied[k] for k in SCORED} == {k: direct[k] for k in SCORED}
+    assert scored(proxied) == scored(direct)
     assert direct["portfolio"]["status"] == "ok"
     assert [c["score"] for c in direct["criteria"]] != [None, None]
+    assert proxied["provenance"]["response_format"] == "json_schema"
+    assert ready["llm"]["response_format"] == "json_schema"
 
 
 async def test_the_worker_scores_through_the_proxy_alike(
     gateway: Gateway, settings: Settings, upstream: respx.MockRouter
 ) -> None:
-    direct = await evaluate(through(settings, gateway, proxy=False))
-    proxied = await evaluate(through(settings, gateway, proxy=True), headers=ASYNC)
+    direct, _ = await evaluate(through(settings, gateway, proxy=False))
+    proxied, _ = await evaluate(through(settings, gateway, proxy=True), headers=ASYNC)
 
-    assert {k: proxied[k] for k in SCORED} == {k: direct[k] for k in SCORED}
+    assert scored(proxied) == scored(direct)
+
+
+async def test_a_model_without_json_schema_behind_the_proxy_is_scored_in_json_mode(
+    gateway: Gateway, settings: Settings, upstream: respx.MockRouter
+) -> None:
+    """The backend's 400 reaches the service through the proxy, which falls back to JSON mode."""
+    evaluation, ready = await evaluate(
+        through(settings, gateway, proxy=True, model=gateway.json_mode_model)
+    )
+
+    assert evaluation["provenance"]["response_format"] == "json_object"
+    [[refused, answered]] = evaluation["provenance"]["samples"]
+    assert (refused["error"], refused["response_format"]) == ("BadRequestError", "json_schema")
+    assert answered["response_format"] == "json_object"
+    assert [c["score"] for c in evaluation["criteria"]] != [None, None]
+    assert ready["llm"]["response_format"] == "json_object"
 
 
 async def test_a_wrong_key_is_refused_by_the_proxy(
@@ -109,11 +134,8 @@ async def test_a_wrong_key_is_refused_by_the_proxy(
 ) -> None:
     """The calls really cross the proxy: it checks the key the service sends (the simulator
     takes any)."""
-    app = create_app(
-        through(settings, gateway, proxy=True).model_copy(
-            update={"llm_api_key": SecretStr("sk-wrong")}
-        )
-    )
+    wrong = through(settings, gateway, proxy=True)
+    app = create_app(wrong.model_copy(update={"llm_api_key": SecretStr("sk-wrong")}))
     async with serving(app):
         async with app.state.sessionmaker() as session, session.begin():
             _, key = await create_api_key(session, name="gateway", scopes=("write",))
