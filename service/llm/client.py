@@ -12,8 +12,10 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -78,28 +80,30 @@ class LLMOutput:
     response_format: ResponseFormat = "json_schema"
 
 
-def retry_after_s(headers: httpx.Headers | Any) -> float | None:
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
     """The wait a 429 or 503 asks for: retry-after-ms, or Retry-After in seconds or as a date."""
-    milliseconds = headers.get("retry-after-ms")
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        seconds: float | None
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            seconds = _seconds_until(value) if name == "retry-after" else None
+        if seconds is not None and math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+def _seconds_until(http_date: str) -> float | None:
     try:
-        if milliseconds is not None:
-            return max(0.0, float(milliseconds) / 1000)
-    except ValueError:
-        pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(http_date)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return (when - datetime.now(UTC)).total_seconds()
 
 
 class LLMClient:
@@ -208,7 +212,7 @@ class LLMClient:
                 "The LLM rejected the request with status 429 (insufficient_quota)."
             ) from None
         retry_after = (
-            retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+            _retry_after_s(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
         )
         delay = (
             retry_after

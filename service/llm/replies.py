@@ -67,7 +67,9 @@ def read_completion(body: bytes, content_type: str) -> Reply:
     }
     choices = data["choices"]
     if not choices:
-        return Reply(None, None, None, None, has_choice=False, **common)
+        return Reply(
+            text=None, source=None, finish_reason=None, refusal=None, has_choice=False, **common
+        )
     choice = _object(choices[0])
     message = _object(choice.get("message"))
     text, source = _content(message.get("content")), None

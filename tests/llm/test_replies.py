@@ -290,8 +290,10 @@ async def test_a_proxy_page_past_the_retries_is_503_and_stores_nothing(
         # A date six seconds ahead, made when the test runs: whatever is left of it (a
         # jittered backoff would wait at most 1 s).
         (None, 4, 6),
+        # Unreadable: the jittered backoff instead (whose first wait is at most 1 s).
+        ({"Retry-After": "inf"}, 0, 1),
     ],
-    ids=["seconds", "milliseconds", "http-date"],
+    ids=["seconds", "milliseconds", "http-date", "unreadable"],
 )
 async def test_a_429_waits_as_long_as_retry_after_says(
     client: httpx.AsyncClient,
