@@ -12,11 +12,10 @@ import respx
 from fastapi import FastAPI
 
 from service.llm import client as llm_client
-from tests.conftest import LLM_BASE_URL, completion, interview, scores_content
+from tests.conftest import completion, interview, scores_content
 from tests.evaluations.test_create import stored_count
-from tests.llm.helpers import assert_problem
+from tests.llm.helpers import CHAT, assert_problem
 
-CHAT = f"{LLM_BASE_URL}/chat/completions"
 GOOD = completion(scores_content({"technical_depth": 4, "communication": 3}))
 
 
