@@ -43,7 +43,7 @@ eval: $(STAMP)
 		$(BIN)/python -m tests.golden.run_eval
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache
 
 # The committed OpenAPI document (tests/test_openapi.py fails when the code drifts from it).
 openapi: $(STAMP)

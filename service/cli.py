@@ -214,6 +214,7 @@ def _simulate(args: argparse.Namespace) -> int:
             failure_rate=args.failure_rate,
             rate_limit_rate=args.rate_limit_rate,
             analyzer_token=args.analyzer_token,
+            json_schema=not args.no_json_schema,
         ),
         host=args.host,
         port=args.port,
@@ -310,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--failure-rate", type=float, default=0.0)
     simulate.add_argument("--rate-limit-rate", type=float, default=0.0)
     simulate.add_argument("--analyzer-token", default=None)
+    simulate.add_argument(
+        "--no-json-schema",
+        action="store_true",
+        help="answer 400 to response_format json_schema, like servers without structured output",
+    )
     simulate.set_defaults(run=_simulate)
 
     demo = commands.add_parser("demo", help="score the sample interviews end to end")

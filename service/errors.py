@@ -10,6 +10,8 @@ ServiceError                      base: status, title, a stable type slug, a det
         TranscriptUnscorable      422, the transcript is too short or garbled to score
     UpstreamError                 base of the LLM failures; none of them stores anything
         LLMInvalidOutput          502, the LLM's output failed validation twice
+        LLMRefused                502, the LLM refused (a `refusal`, or its content filter)
+        LLMOutputTruncated        502, the LLM's answer was cut off (finish_reason length)
         LLMRejected               502, the LLM answered 4xx (a wrong key or model, say)
         LLMUnavailable            503 with Retry-After, rate limited or 5xx past the retries
         LLMTimeout                504, the LLM did not answer within the deadline
@@ -123,6 +125,18 @@ class LLMInvalidOutput(UpstreamError):
     status, title, slug = 502, "LLM output invalid", "llm-invalid-output"
 
 
+class LLMRefused(UpstreamError):
+    """The model declined to answer; asking again at temperature 0 gets the same refusal."""
+
+    status, title, slug = 502, "LLM refused", "llm-refused"
+
+
+class LLMOutputTruncated(UpstreamError):
+    """The answer hit the server's output limit; asking again hits it again."""
+
+    status, title, slug = 502, "LLM output cut off", "llm-output-truncated"
+
+
 class LLMRejected(UpstreamError):
     status, title, slug = 502, "LLM rejected the request", "llm-rejected"
 
@@ -211,7 +225,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict",
         413: "Payload too large",
         422: "Validation failed, or the transcript cannot be scored",
-        502: "LLM output invalid, or the LLM rejected the request",
+        502: "LLM output invalid, refused or cut off, or the LLM rejected the request",
         503: "LLM unavailable (Retry-After)",
         504: "LLM timeout",
         500: "Unexpected error",

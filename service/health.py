@@ -5,7 +5,9 @@ when its dependency is not usable: the database and its migrations), whose failu
 replica out of the load balancer (503), and those in `app.state.degraded_checks` (the cache),
 whose failure is reported while the replica keeps serving: without Redis the service scores
 uncached, and a 503 from every replica would turn a cache outage into a full one.
-A feature with another dependency adds its own check to one of them.
+A feature with another dependency adds its own check to one of them. The body also shows the
+worker's backlog and how this process asks the LLM for structured output (`llm`: JSON mode once
+a server refused `json_schema`, docs/llm-replies.md).
 """
 
 from __future__ import annotations
@@ -122,11 +124,15 @@ async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
         }
         return problem_response(body, status=503)
     degraded = any(outcome[name] != "ok" for name in optional)
+    llm = getattr(request.app.state, "llm", None)
     return {
         "status": "degraded" if degraded else "ok",
         "checks": outcome,
         # A backlog is not a reason to stop answering: the API's part is done; it is shown.
         "worker": backlog.as_dict() if backlog is not None else None,
+        # How this process asks the LLM for structured output (JSON mode after a server
+        # refused json_schema); each worker process decides for itself.
+        "llm": llm.structured_output() if llm is not None else None,
     }
 
 

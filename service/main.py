@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.http_client = http_client
         app.state.cache = cache
         app.state.scorer = scorer
+        app.state.llm = llm
         app.state.writer = writer
         app.state.keys = keys
         writer.start()

@@ -107,7 +107,7 @@ def _outcome_of(exc: BaseException) -> str:
         return "timeout"
     if "RateLimitError" in names:
         return "rate_limited"
-    if names & {"InternalServerError", "APIConnectionError", "TransportError"}:
+    if names & {"InternalServerError", "APIConnectionError", "TransportError", "NotACompletion"}:
         return "unavailable"
     if "APIStatusError" in names:
         return "rejected"
