@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.auth.limits import KeyLimits
 from service.auth.models import ApiKey
 from service.auth.service import find_active_key_by_hash, hash_key
 from service.errors import AuthenticationError, PermissionDenied
@@ -127,7 +128,8 @@ def _presented_key(request: Request) -> str | None:
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:
-    """A dependency that returns the caller's key, or fails with 401 or 403."""
+    """A dependency that returns the caller's key, or fails with 401, 403, or 429 when the
+    key is over a per-key limit (service/auth/limits.py)."""
 
     async def dependency(request: Request) -> ApiKey:
         key = _presented_key(request)
@@ -141,6 +143,9 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:
             raise AuthenticationError("The API key is unknown or revoked.")
         if scope not in api_key.scope_set:
             raise PermissionDenied(f"The API key lacks the '{scope}' scope.")
+        limits: KeyLimits | None = request.app.state.limits
+        if limits is not None:
+            limits.admit(api_key.id, request.scope)
         return api_key
 
     return dependency

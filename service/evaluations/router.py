@@ -7,12 +7,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
+from service.bodies import StrictJSONRoute
 from service.context import ContextDep
 from service.errors import problem_responses
 from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
 
-router = APIRouter(prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"])
+router = APIRouter(
+    prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"], route_class=StrictJSONRoute
+)
 
 EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's id")]
 JSON = "application/json"
@@ -65,7 +68,9 @@ async def create_evaluation(
     api_key: WriteKey,
     ctx: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
-    prefer: Annotated[str | None, Header(description="respond-async: answer 202 at once")] = None,
+    prefer: Annotated[
+        str | None, Header(max_length=200, description="respond-async: answer 202 at once")
+    ] = None,
 ) -> Response:
     """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it.
 
@@ -144,6 +149,10 @@ async def list_evaluations(
     responses=problem_responses(401, 403, 404),
     summary="Erase an evaluation",
 )
-async def delete_evaluation(evaluation_id: EvaluationId, _key: DeleteKey, ctx: ContextDep) -> None:
+async def delete_evaluation(
+    evaluation_id: EvaluationId, api_key: DeleteKey, ctx: ContextDep
+) -> None:
     """Erase an evaluation and everything derived from it, cache entries included."""
-    await evaluation_service.delete_evaluation(ctx, evaluation_id=evaluation_id)
+    await evaluation_service.delete_evaluation(
+        ctx, evaluation_id=evaluation_id, tenant=api_key.tenant
+    )
