@@ -45,6 +45,10 @@ def _integer(digits: str) -> int | float:
         return -math.inf if digits.startswith("-") else math.inf
 
 
+# Made once: json.loads with arguments would make a decoder per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_int=_integer)
+
+
 class _Members(dict[str, Any]):
     """An object of a body that names a member twice, and which."""
 
@@ -88,7 +92,7 @@ def loads(body: bytes) -> Any:
             f"The body is not UTF-8 (byte {exc.start}).", field="body", rule="utf8"
         ) from None
     try:
-        return json.loads(text, object_pairs_hook=_unique, parse_int=_integer)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise MalformedBody(
             f"The body is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
