@@ -40,6 +40,8 @@ class KeyLimits:
 
     def admit(self, key_id: str, scope: Scope) -> None:
         """Count a request of `key_id`, or refuse it (429); the release is `release_held`'s."""
+        if _HELD in scope:
+            return  # counted already (a second key dependency of the same request)
         if self.max_in_flight and self._in_flight.get(key_id, 0) >= self.max_in_flight:
             raise TooManyInFlight(
                 f"The API key has {self.max_in_flight} requests in flight "

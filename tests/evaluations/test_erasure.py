@@ -24,8 +24,11 @@ from tests.conftest import ANALYZER_URL, Receiver, analysis, interview, serving
 from tests.jobs.helpers import ASYNC, CHAT, eventually, numbered
 from tests.jobs.test_webhooks import FAST_RETRIES, GOOD
 
+# The receiver's first answer fails; the retry is an hour away when the evaluation is erased.
+LATE_RETRY = FAST_RETRIES | {"webhook_backoff_base_s": 3600, "webhook_backoff_cap_s": 7200}
 
-@pytest.mark.parametrize("settings_overrides", [FAST_RETRIES | {"webhook_backoff_base_s": 3600}])
+
+@pytest.mark.parametrize("settings_overrides", [LATE_RETRY])
 async def test_delete_cancels_a_pending_webhook_and_erases_it(
     upstream: respx.MockRouter,
     receiver: Receiver,
@@ -34,7 +37,7 @@ async def test_delete_cancels_a_pending_webhook_and_erases_it(
     app: FastAPI,
 ) -> None:
     upstream.post(CHAT).mock(return_value=GOOD)
-    receiver.failures = [503]  # then retried in about an hour
+    receiver.failures = [503]
     created = await client.post(
         "/v1/evaluations", json=numbered(1, callback_url=receiver.url), headers=auth | ASYNC
     )
