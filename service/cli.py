@@ -142,6 +142,7 @@ async def _api_keys(args: argparse.Namespace) -> int:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from service.auth import service as keys
+    from service.auth.models import DEFAULT_TENANT
     from service.database import create_sessionmaker
 
     engine = create_async_engine(DatabaseSettings().database_url)
@@ -150,22 +151,32 @@ async def _api_keys(args: argparse.Namespace) -> int:
             if args.keys_command == "create":
                 try:
                     row, key = await keys.create_api_key(
-                        session, name=args.name, scopes=args.scopes
+                        session,
+                        name=args.name,
+                        scopes=args.scopes,
+                        tenant=args.tenant or DEFAULT_TENANT,
                     )
                 except ValueError as exc:
                     return _fail(str(exc))
-                print(f"created key {row.id} ({row.name}, scopes: {row.scopes})")
+                print(
+                    f"created key {row.id} ({row.name}, tenant: {row.tenant}, scopes: {row.scopes})"
+                )
                 # Before the key, which stays the last line for scripts that take it.
                 print(f"webhook signing secret: {row.webhook_secret}")
                 print("the key is shown once; store it now:")
                 print(key)
             elif args.keys_command == "list":
                 rows = await keys.list_api_keys(session)
-                print(f"{'id':36}  {'prefix':10}  {'name':20}  {'scopes':18}  status")
+                print(
+                    f"{'id':36}  {'prefix':10}  {'name':20}  {'tenant':16}  {'scopes':18}  status"
+                )
                 for row in rows:
                     state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-                    name = row.name[:20]
-                    print(f"{row.id:36}  {row.prefix:10}  {name:20}  {row.scopes:18}  {state}")
+                    name, tenant = row.name[:20], row.tenant[:16]
+                    print(
+                        f"{row.id:36}  {row.prefix:10}  {name:20}  {tenant:16}  "
+                        f"{row.scopes:18}  {state}"
+                    )
             elif args.keys_command == "webhook-secret":
                 found = await keys.find_key(session, key_id_or_prefix=args.key)
                 if found is None:
@@ -292,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["write", "read", "delete"],
         choices=["write", "read", "delete"],
+    )
+    create.add_argument(
+        "--tenant",
+        help="whose evaluations the key sees; a key never sees another tenant's "
+        "(default: the one default tenant)",
     )
     key_commands.add_parser("list", help="list keys")
     secret = key_commands.add_parser(

@@ -116,6 +116,19 @@ class Settings(BaseSettings):
     # Callbacks to loopback, private, link-local or reserved addresses are refused (SSRF)
     # unless this is true.
     webhook_allow_private: bool = False
+    # A background evaluation claimed this many times without finishing (its worker died, or
+    # the job kept failing) is failed with the last reason rather than claimed again.
+    job_max_attempts: int = Field(default=5, ge=1, le=100)
+
+    # --- Access (docs/security.md): per-key limits, off (0) by default, kept per process. ---
+    # Requests a second per API key, with bursts of up to SCORER_RATE_LIMIT_BURST.
+    rate_limit_per_s: float = Field(default=0.0, ge=0, le=1_000_000)
+    rate_limit_burst: int = Field(default=20, ge=1, le=1_000_000)
+    # Requests in flight at once per API key.
+    max_in_flight_per_key: int = Field(default=0, ge=0, le=1_000_000)
+    # How often each process reads the erasures other processes made, and forgets its cached
+    # copies of them: the bound on how long an erased evaluation can be served from a cache.
+    erasure_poll_s: float = Field(default=1.0, gt=0, le=60)
 
     @model_validator(mode="before")
     @classmethod

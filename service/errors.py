@@ -8,6 +8,10 @@ ServiceError                      base: status, title, a stable type slug, a det
     PayloadTooLarge               413, with the bound that was exceeded
     UnprocessableRequest          422, a request that is well-formed but cannot be processed
         TranscriptUnscorable      422, the transcript is too short or garbled to score
+        MalformedBody             422, a body that is not I-JSON, naming where (service/bodies.py)
+    TooManyRequests               429 with Retry-After, base of the per-key limits
+        RateLimited               429, the key is over SCORER_RATE_LIMIT_PER_S
+        TooManyInFlight           429, the key has SCORER_MAX_IN_FLIGHT_PER_KEY requests running
     UpstreamError                 base of the LLM failures; none of them stores anything
         LLMInvalidOutput          502, the LLM's output failed validation twice
         LLMRefused                502, the LLM refused (a `refusal`, or its content filter)
@@ -94,7 +98,19 @@ class Conflict(ServiceError):
 
 
 class PayloadTooLarge(ServiceError):
+    """A request over a size bound; `field` names what exceeded it."""
+
     status, title, slug = 413, "Payload too large", "payload-too-large"
+
+    def __init__(self, detail: str, *, field: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem details body, naming the field as validation errors do."""
+        body = super().problem(instance)
+        body["errors"] = [{"field": self.field, "message": self.detail, "type": "too_large"}]
+        return body
 
 
 class UnprocessableRequest(ServiceError):
@@ -114,6 +130,44 @@ class TranscriptUnscorable(UnprocessableRequest):
         """The problem details body, naming the failed rule."""
         body = super().problem(instance)
         body["errors"] = [{"field": "transcript", "message": self.detail, "type": self.rule}]
+        return body
+
+
+class TooManyRequests(ServiceError):
+    """A per-key limit (service/auth/limits.py): the request did nothing."""
+
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+class RateLimited(TooManyRequests):
+    slug = "rate-limited"
+
+
+class TooManyInFlight(TooManyRequests):
+    slug = "too-many-in-flight"
+
+
+class MalformedBody(UnprocessableRequest, StarletteHTTPException):  # type: ignore[misc]
+    """A body that is not I-JSON (service/bodies.py), refused before any validation.
+
+    Also a Starlette HTTPException: FastAPI lets those out of its body reading as they are,
+    where any other error would become a bare 400."""
+
+    title, slug = "Malformed body", "malformed-body"
+
+    def __init__(self, detail: str, *, field: str, rule: str) -> None:
+        StarletteHTTPException.__init__(self, 422, detail)
+        UnprocessableRequest.__init__(self, detail)
+        self.field = field
+        self.rule = rule
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem details body, naming where the body went wrong."""
+        body = super().problem(instance)
+        body["errors"] = [{"field": self.field, "message": self.detail, "type": self.rule}]
         return body
 
 
@@ -215,6 +269,20 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
+# Every operation that takes an API key may answer this (service/main.py adds it).
+TOO_MANY_REQUESTS_RESPONSE: dict[str, Any] = {
+    "description": "A per-key limit: over SCORER_RATE_LIMIT_PER_S (`rate-limited`) or with "
+    "SCORER_MAX_IN_FLIGHT_PER_KEY requests running (`too-many-in-flight`); both off by default",
+    "headers": {
+        "Retry-After": {
+            "description": "seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses."""
     titles = {
@@ -223,8 +291,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The API key lacks the scope",
         404: "Not found",
         409: "Conflict",
-        413: "Payload too large",
-        422: "Validation failed, or the transcript cannot be scored",
+        413: "Payload too large: a body over SCORER_MAX_BODY_BYTES (default 1,000,000 bytes; "
+        "a batch's over SCORER_MAX_BATCH_BODY_BYTES, default 64,000,000), or a batch of more "
+        "than SCORER_MAX_BATCH_ITEMS items (default 500)",
+        422: "Validation failed (each error names its field), or the transcript cannot be scored",
         502: "LLM output invalid, refused or cut off, or the LLM rejected the request",
         503: "LLM unavailable (Retry-After)",
         504: "LLM timeout",

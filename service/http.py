@@ -88,7 +88,8 @@ class BodySizeLimit:
         return f"The request body exceeds {limit} bytes ({setting})."
 
     async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
-        body = json.dumps(PayloadTooLarge(self._detail(limit)).problem(scope["path"])).encode()
+        problem = PayloadTooLarge(self._detail(limit), field="body").problem(scope["path"])
+        body = json.dumps(problem).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -12,14 +12,16 @@ from fastapi.openapi.utils import get_openapi
 
 from service import __version__
 from service.auth.dependencies import SECURITY, SECURITY_SCHEMES, KeyCache
+from service.auth.limits import InFlightRelease, KeyLimits
 from service.batches.router import router as batches_router
 from service.cache.setup import open_cache
 from service.config import Settings, load_settings
 from service.context import AppContext
 from service.database import create_engine, create_sessionmaker
 from service.docs import install_docs
-from service.errors import Problem, install_error_handlers
+from service.errors import TOO_MANY_REQUESTS_RESPONSE, Problem, install_error_handlers
 from service.evaluations.cached import CachedScorer
+from service.evaluations.erasures import ErasureWatcher
 from service.evaluations.router import router as evaluations_router
 from service.evaluations.scorer import Scorer
 from service.health import cache_check, database_checks, install_health
@@ -63,6 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = KeyCache(sessionmaker=sessionmaker, ttl_s=settings.api_key_cache_s)
         if cache.redis is not None:
             keys.listen(cache.redis)
+        # What other processes erase, this one forgets within SCORER_ERASURE_POLL_S.
+        erasures = ErasureWatcher(
+            sessionmaker=sessionmaker,
+            scorer=scorer,
+            reads=cache if reads_cached else None,
+            poll_s=settings.erasure_poll_s,
+        )
         context = AppContext(
             settings=settings,
             engine=engine,
@@ -86,7 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.llm = llm
         app.state.writer = writer
         app.state.keys = keys
+        app.state.erasures = erasures
         writer.start()
+        erasures.start()
         # Last: what start-up built is frozen out of the collector's work.
         tune_gc(settings.gc_gen0_threshold)
         # --- deploy: readiness checks (other features add theirs to these dicts)
@@ -96,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await erasures.stop()
             await writer.stop()
             await keys.close()
             await cache.close()
@@ -114,6 +126,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    limits = KeyLimits(
+        rate_per_s=settings.rate_limit_per_s,
+        burst=settings.rate_limit_burst,
+        max_in_flight=settings.max_in_flight_per_key,
+    )
+    # Read by the API-key dependency: None costs the request nothing.
+    app.state.limits = limits if limits.enabled else None
+    if limits.max_in_flight:
+        app.add_middleware(InFlightRelease, limits=limits)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -155,12 +176,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         components["Problem"] = Problem.model_json_schema(
             ref_template="#/components/schemas/{model}"
         )
-        # Every operation that can answer 401 takes a key (service/auth/dependencies.py).
+        # Every operation that can answer 401 takes a key (service/auth/dependencies.py), and
+        # may be refused by a per-key limit (service/auth/limits.py).
         schema["components"]["securitySchemes"] = SECURITY_SCHEMES
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
-                if "401" in operation.get("responses", {}):
+                responses = operation.get("responses", {})
+                if "401" in responses:
                     operation["security"] = SECURITY
+                    responses.setdefault("429", TOO_MANY_REQUESTS_RESPONSE)
         app.openapi_schema = schema
         return schema
 

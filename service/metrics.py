@@ -91,6 +91,10 @@ OLDEST_UNCLAIMED_AGE = Gauge(
     multiprocess_mode="mostrecent",
 )
 OUTBOX_FAILURES = Counter("scorer_outbox_failures", "Failed email delivery attempts")
+JOBS_GIVEN_UP = Counter(
+    "scorer_jobs_given_up",
+    "Background evaluations failed after SCORER_JOB_MAX_ATTEMPTS attempts that did not finish",
+)
 
 
 @dataclass

@@ -26,15 +26,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import lazyload
 
 import service.models  # noqa: F401  (every table mapped: relationships name each other)
 from service.config import Settings
+from service.evaluations.cached import CachedScorer
+from service.evaluations.erasures import ErasureWatcher
 from service.evaluations.models import Evaluation
-from service.evaluations.scorer import Scorer, Scores
+from service.evaluations.scorer import Scorer
 from service.jobs import repository as jobs_repository
 from service.jobs.runner import JobRunner
 from service.notifications import outbox
@@ -58,8 +59,7 @@ class Worker:
         settings: Settings,
         engine: AsyncEngine,
         sessionmaker: async_sessionmaker[AsyncSession],
-        http_client: httpx.AsyncClient,
-        scorer: Scores,
+        scorer: CachedScorer,
         sender: EmailSender | None = None,
         job_concurrency: int | None = None,
     ) -> None:
@@ -72,15 +72,20 @@ class Worker:
             sender=sender if sender is not None else build_sender(settings),
             load_facts=load_evaluation_facts,
         )
-        self.webhooks = WebhookDeliverer(
-            settings=settings, sessionmaker=sessionmaker, http_client=http_client
-        )
+        self.webhooks = WebhookDeliverer(settings=settings, sessionmaker=sessionmaker)
         self.jobs = JobRunner(
             settings=settings,
             sessionmaker=sessionmaker,
             scorer=scorer,
             concurrency=job_concurrency or settings.job_concurrency,
             after_finish=self._after_finish,
+        )
+        # Its result cache forgets what another process erased (no reads are cached here).
+        self.erasures = ErasureWatcher(
+            sessionmaker=sessionmaker,
+            scorer=scorer,
+            reads=None,
+            poll_s=settings.erasure_poll_s,
         )
         self._wake = asyncio.Event()
         directory = wake_directory(engine.url)
@@ -98,6 +103,7 @@ class Worker:
         self.deliverer.start()
         self.webhooks.start()
         self.jobs.start()
+        self.erasures.start()
         self._tasks = [asyncio.create_task(self._watch(), name="worker-watcher")]
         if self._listener is not None:
             self._listener.start()
@@ -114,6 +120,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.erasures.stop()
         await self.jobs.stop()
         await self.webhooks.stop()
         await self.deliverer.stop()
@@ -227,7 +234,6 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     """A worker with clients of its own, started; stopped and closed on exit (the command)."""
     from service.cache.setup import build_cache
     from service.database import create_engine, create_sessionmaker
-    from service.evaluations.cached import CachedScorer
     from service.http import build_http_client
     from service.llm.client import LLMClient
     from service.portfolio.client import PortfolioAnalyzer
@@ -250,7 +256,6 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
-        http_client=http_client,
         scorer=scorer,
         job_concurrency=min(settings.job_concurrency, llm.max_concurrency),
     )

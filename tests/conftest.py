@@ -5,23 +5,28 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from aiohttp import web
 from fastapi import FastAPI
 from sqlalchemy import make_url
 
+from service.auth.models import DEFAULT_TENANT
 from service.auth.service import create_api_key
 from service.backlog import outstanding
 from service.config import Settings
 from service.main import create_app
 from service.migrate import upgrade
 from service.worker import Worker
+from tests.cache.redis_server import RedisServer, find_redis
 from tests.databases import POSTGRES_URL_ENV, fresh_postgres_database, postgres_mode, start_cluster
 
 LLM_BASE_URL = "https://llm.test/v1"
@@ -132,7 +137,6 @@ async def serving(application: FastAPI, *, worker: bool = True) -> AsyncIterator
             settings=state.settings,
             engine=state.engine,
             sessionmaker=state.sessionmaker,
-            http_client=state.http_client,
             scorer=state.scorer,
         )
         state.worker = background
@@ -182,10 +186,12 @@ KeyMaker = Callable[..., Any]
 def make_key(app: FastAPI) -> KeyMaker:
     """Creates an API key with the given scopes and returns the auth headers for it."""
 
-    async def make(*scopes: str, name: str = "test") -> dict[str, str]:
+    async def make(
+        *scopes: str, name: str = "test", tenant: str = DEFAULT_TENANT
+    ) -> dict[str, str]:
         async with app.state.sessionmaker() as session, session.begin():
             _, key = await create_api_key(
-                session, name=name, scopes=scopes or ("write", "read", "delete")
+                session, name=name, scopes=scopes or ("write", "read", "delete"), tenant=tenant
             )
         return {"Authorization": f"Bearer {key}"}
 
@@ -295,6 +301,83 @@ def interview(**changes: Any) -> dict[str, Any]:
     }
     body.update(changes)
     return body
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """redis-server on a free loopback port for the whole session."""
+    binary = find_redis()
+    if binary is None:
+        server_unavailable("redis-server is not installed")
+    assert binary is not None
+    server = RedisServer(binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The session's Redis server, emptied (and running) for this test."""
+    redis_server.flush()
+    return redis_server
+
+
+@dataclass
+class Delivery:
+    """What a webhook receiver got."""
+
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on loopback; answers `failures` first, then 204."""
+
+    url: str = ""
+    port: int = 0
+    failures: list[int] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.deliveries.append(Delivery(dict(request.headers), await request.read()))
+        if self.failures:
+            return web.Response(status=self.failures.pop(0))
+        return web.Response(status=204)
+
+
+@asynccontextmanager
+async def running_receiver(*, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Receiver]:
+    """A real HTTP(S) server on loopback that records the webhooks it receives at /hook."""
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    receiver.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    scheme = "https" if ssl_context else "http"
+    receiver.url = f"{scheme}://127.0.0.1:{receiver.port}/hook"
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver(upstream: respx.MockRouter) -> AsyncIterator[Receiver]:
+    """A webhook receiver in the test, reached through the upstream mocks."""
+    upstream.route(host="127.0.0.1").pass_through()
+    async with running_receiver() as running:
+        yield running
 
 
 def server_unavailable(reason: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from fastapi import FastAPI
 from service.config import Settings
 from service.main import create_app
 from service.migrate import downgrade
-from tests.cache.redis_server import RedisServer, find_redis
+from tests.cache.redis_server import RedisServer
 from tests.conftest import (
     ANALYZER_URL,
     LLM_BASE_URL,
@@ -24,7 +23,6 @@ from tests.conftest import (
     completion,
     interview,
     scores_content,
-    server_unavailable,
 )
 from tests.databases import postgres_mode
 from tests.servers import free_port
@@ -124,19 +122,10 @@ async def test_not_ready_when_database_is_unreachable(settings: Settings, tmp_pa
     assert alive.status_code == 200
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A throwaway redis-server on a free loopback port."""
-    binary = find_redis()
-    if binary is None:
-        server_unavailable("redis-server is not installed")
-    assert binary is not None
-    server = RedisServer(binary)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+@pytest.fixture
+def redis_url(redis: RedisServer) -> str:
+    """The session's Redis server (tests/conftest.py)."""
+    return redis.url
 
 
 async def _ready(settings: Settings, **changes: Any) -> httpx.Response:

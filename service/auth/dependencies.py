@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.auth.limits import KeyLimits
 from service.auth.models import ApiKey
 from service.auth.service import find_active_key_by_hash, hash_key
 from service.errors import AuthenticationError, PermissionDenied
@@ -141,7 +142,8 @@ def _presented_key(request: Request) -> str | None:
 
 
 async def authenticate(request: Request, scope: str) -> ApiKey:
-    """The caller's key, if it has `scope`; else 401 (no key, an unknown or revoked one) or 403."""
+    """The caller's key, if it has `scope`; else 401 (no key, an unknown or revoked one), 403,
+    or 429 when the key is over a per-key limit (service/auth/limits.py)."""
     key = _presented_key(request)
     if not key:
         raise AuthenticationError("An API key is required (Authorization: Bearer or X-API-Key).")
@@ -151,11 +153,14 @@ async def authenticate(request: Request, scope: str) -> ApiKey:
         raise AuthenticationError("The API key is unknown or revoked.")
     if scope not in api_key.scope_set:
         raise PermissionDenied(f"The API key lacks the '{scope}' scope.")
+    limits: KeyLimits | None = request.app.state.limits
+    if limits is not None:
+        limits.admit(api_key.id, request.scope)
     return api_key
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:
-    """A dependency that returns the caller's key, or fails with 401 or 403."""
+    """A dependency that returns the caller's key, or fails as `authenticate` does."""
 
     async def dependency(request: Request) -> ApiKey:
         return await authenticate(request, scope)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.auth.models import ApiKey
+from service.auth.models import DEFAULT_TENANT, TENANT_PATTERN, ApiKey
 from service.database import utcnow
 
 SCOPES = ("write", "read", "delete")
@@ -17,23 +18,38 @@ KEY_PREFIX = "isk_"
 
 
 def hash_key(key: str) -> str:
-    """The stored form of a key. Keys are 256 random bits, so a fast hash is enough."""
+    """The stored form of a key. Keys are 256 random bits, so a fast hash is enough.
+
+    Keys are found by this hash (an index lookup, and a dict lookup in the process's cache),
+    never compared as they were sent: whatever time a lookup takes depends on the hash of the
+    presented key, which tells an attacker nothing about any stored key's value (finding a key
+    from its hash is a SHA-256 preimage), so no constant-time comparison is needed.
+    """
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 async def create_api_key(
-    session: AsyncSession, *, name: str, scopes: Sequence[str] = SCOPES
+    session: AsyncSession,
+    *,
+    name: str,
+    scopes: Sequence[str] = SCOPES,
+    tenant: str = DEFAULT_TENANT,
 ) -> tuple[ApiKey, str]:
-    """A new key: the row, and the key itself, which is never stored."""
+    """A new key of `tenant`: the row, and the key itself, which is never stored."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
         raise ValueError(f"scopes must be among {', '.join(SCOPES)}")
+    if not re.fullmatch(TENANT_PATTERN, tenant):
+        raise ValueError(
+            "a tenant is 1 to 64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit"
+        )
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         name=name,
         prefix=key[: len(KEY_PREFIX) + 6],
         key_hash=hash_key(key),
         scopes=" ".join(s for s in SCOPES if s in scopes),
+        tenant=tenant,
     )
     session.add(row)
     await session.flush()

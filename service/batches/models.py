@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.auth.models import DEFAULT_TENANT
 from service.database import Base, UTCDateTime, new_id, utcnow
 
 
@@ -19,6 +20,9 @@ class EvaluationBatch(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     api_key_id: Mapped[str | None] = mapped_column(
         ForeignKey("api_key.id", ondelete="SET NULL"), default=None
+    )
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
     # pending while any of its evaluations is; completed once all are completed or failed.
     status: Mapped[str] = mapped_column(String(16), default="pending")

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Path, Response, status
 from service.auth.dependencies import ReadKey, WriteKey
 from service.batches import service as batch_service
 from service.batches.schemas import BatchCreate, BatchRead
-from service.cache.reads import invalidate_reads
+from service.bodies import StrictJSONRoute
 from service.context import ContextDep
 from service.database import SessionDep
 from service.errors import problem_responses
+from service.evaluations.router import JSON, IdempotencyKeyHeader
 
-router = APIRouter(prefix=batch_service.BATCHES_PATH, tags=["batches"])
+router = APIRouter(prefix=batch_service.BATCHES_PATH, tags=["batches"], route_class=StrictJSONRoute)
 
 BatchId = Annotated[str, Path(max_length=64, description="the batch's id")]
 
@@ -22,28 +23,24 @@ BatchId = Annotated[str, Path(max_length=64, description="the batch's id")]
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 403, 413, 422),
+    response_model=BatchRead,
+    responses=problem_responses(401, 403, 409, 413, 422),
     summary="Score many interviews in the background",
 )
 async def create_batch(
     payload: BatchCreate,
-    session: SessionDep,
     api_key: WriteKey,
     ctx: ContextDep,
-    response: Response,
-) -> BatchRead:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
     """Accept up to SCORER_MAX_BATCH_ITEMS interviews; each invalid one is reported alone."""
-    batch = await batch_service.create_batch(
-        session, payload=payload, api_key=api_key, settings=ctx.settings
+    answer = await batch_service.create_batch(
+        ctx, payload=payload, api_key=api_key, idempotency_key=idempotency_key
     )
-    await session.commit()
-    await invalidate_reads(ctx.cache, evaluation_id=None)
-    await ctx.work_committed()
-    response.headers["Location"] = f"{router.prefix}/{batch.id}"
-    return batch
+    return Response(answer.body, status_code=answer.status, headers=answer.headers, media_type=JSON)
 
 
 @router.get("/{batch_id}", responses=problem_responses(401, 403, 404), summary="A batch's progress")
-async def read_batch(batch_id: BatchId, session: SessionDep, _key: ReadKey) -> BatchRead:
+async def read_batch(batch_id: BatchId, session: SessionDep, api_key: ReadKey) -> BatchRead:
     """The batch, counts by status, and a link to each item's evaluation."""
-    return await batch_service.read_batch(session, batch_id=batch_id)
+    return await batch_service.read_batch(session, batch_id=batch_id, tenant=api_key.tenant)

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.evaluations.schemas import EXAMPLE_REQUEST, CallbackUrl
 
+# The most any configuration allows (SCORER_MAX_BATCH_ITEMS is at most this).
+MAX_BATCH_ITEMS_CEILING = 10_000
 BatchStatus = Literal["pending", "completed"]
 ItemStatus = Literal["pending", "completed", "failed", "invalid"]
 
@@ -23,7 +25,11 @@ class BatchCreate(BaseModel):
 
     # Validated one by one, so that one bad item is reported against it alone.
     items: list[dict[str, Any]] = Field(
-        min_length=1, description="evaluation requests (at most SCORER_MAX_BATCH_ITEMS)"
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS_CEILING,
+        description="evaluation requests, each an EvaluationCreate validated on its own: at "
+        "most SCORER_MAX_BATCH_ITEMS (default 500, 413 beyond; never more than "
+        f"{MAX_BATCH_ITEMS_CEILING})",
     )
     callback_url: CallbackUrl | None = None
 

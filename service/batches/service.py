@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,31 +14,86 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.auth.models import ApiKey
 from service.batches.models import EvaluationBatch
 from service.batches.schemas import BatchCounts, BatchCreate, BatchItem, BatchRead
+from service.cache.reads import invalidate_reads
 from service.config import Settings
+from service.context import AppContext
 from service.database import utcnow
 from service.errors import NotFound, PayloadTooLarge
 from service.evaluations.models import Evaluation
 from service.evaluations.schemas import EvaluationCreate
+from service.evaluations.service import Answer
+from service.idempotency import service as idempotency_service
+from service.idempotency.service import Replay
 from service.jobs.queue import queued_evaluation, validation_problem
 from service.webhooks import service as webhook_service
 
 BATCHES_PATH = "/v1/evaluation-batches"
 EVALUATIONS_PATH = "/v1/evaluations"
+_serialize = BatchRead.__pydantic_serializer__.to_json
 
 
 async def create_batch(
-    session: AsyncSession, *, payload: BatchCreate, api_key: ApiKey, settings: Settings
-) -> BatchRead:
-    """Store a batch and a pending evaluation per valid item; invalid items are recorded."""
+    ctx: AppContext,
+    *,
+    payload: BatchCreate,
+    api_key: ApiKey,
+    idempotency_key: str | None,
+) -> Answer:
+    """Accept a batch: 202 with its progress, or the first answer again under a repeated
+    Idempotency-Key (the same rules as a single evaluation's, service/idempotency)."""
+    settings = ctx.settings
     if len(payload.items) > settings.max_batch_items:
         raise PayloadTooLarge(
             f"items: a batch holds at most {settings.max_batch_items} interviews "
-            f"(SCORER_MAX_BATCH_ITEMS); this one has {len(payload.items)}."
+            f"(SCORER_MAX_BATCH_ITEMS); this one has {len(payload.items)}.",
+            field="items",
         )
+    await webhook_service.check_callback(payload.callback_url, settings=settings)
+    claim = None
+    if idempotency_key is not None:
+        outcome = await idempotency_service.claim(
+            ctx.sessionmaker,
+            api_key_id=api_key.id,
+            key=idempotency_key,
+            fingerprint=_fingerprint(payload),
+            settings=settings,
+        )
+        if isinstance(outcome, Replay):
+            location = f"{BATCHES_PATH}/{outcome.batch_id}"
+            headers = {"Idempotent-Replayed": "true", "Location": location}
+            return Answer(outcome.status, outcome.body, headers)
+        claim = outcome
+    try:
+        async with ctx.sessionmaker() as session, session.begin():
+            read = await _store(session, payload=payload, api_key=api_key, settings=settings)
+            body = _serialize(read)
+            if claim is not None:
+                await session.execute(
+                    idempotency_service.completion(claim, status=202, body=body, batch_id=read.id)
+                )
+    except BaseException:
+        if claim is not None:
+            await idempotency_service.release(ctx.sessionmaker, claim=claim)
+        raise
+    await invalidate_reads(ctx.cache, tenant=api_key.tenant, evaluation_id=None)
+    await ctx.work_committed()
+    return Answer(202, body, {"Location": f"{BATCHES_PATH}/{read.id}"})
+
+
+def _fingerprint(payload: BatchCreate) -> str:
+    """The batch's body as the idempotency record compares it: never equal to an evaluation's."""
+    canonical = json.dumps(payload.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(b"batch\x00" + canonical.encode()).hexdigest()
+
+
+async def _store(
+    session: AsyncSession, *, payload: BatchCreate, api_key: ApiKey, settings: Settings
+) -> BatchRead:
+    """Store a batch and a pending evaluation per valid item; invalid items are recorded."""
     callback_url = str(payload.callback_url) if payload.callback_url else None
-    await webhook_service.check_callback(callback_url, settings=settings)
     batch = EvaluationBatch(
         api_key_id=api_key.id,
+        tenant=api_key.tenant,
         total=len(payload.items),
         callback_url=callback_url,
         invalid_items=[],
@@ -66,18 +123,26 @@ async def create_batch(
     if not evaluations:
         await _complete(session, batch)
     await session.flush()
-    return await read_batch(session, batch_id=batch.id)
+    return await _read(session, batch)
 
 
-async def read_batch(session: AsyncSession, *, batch_id: str) -> BatchRead:
-    """A batch with the status of every item, or 404."""
-    batch = await session.get(EvaluationBatch, batch_id)
+async def read_batch(session: AsyncSession, *, batch_id: str, tenant: str) -> BatchRead:
+    """One of the tenant's batches with the status of every item, or 404."""
+    batch = await session.scalar(
+        select(EvaluationBatch).where(
+            EvaluationBatch.id == batch_id, EvaluationBatch.tenant == tenant
+        )
+    )
     if batch is None:
         raise NotFound(f"No batch {batch_id}.")
+    return await _read(session, batch)
+
+
+async def _read(session: AsyncSession, batch: EvaluationBatch) -> BatchRead:
     rows = (
         await session.execute(
             select(Evaluation.id, Evaluation.item_index, Evaluation.status)
-            .where(Evaluation.batch_id == batch_id)
+            .where(Evaluation.batch_id == batch.id)
             .order_by(Evaluation.item_index)
         )
     ).all()
@@ -141,6 +206,4 @@ async def _complete(session: AsyncSession, batch: EvaluationBatch) -> None:
     batch.status = "completed"
     batch.completed_at = utcnow()
     await session.flush()
-    await webhook_service.batch_finished(
-        session, batch=batch, read=await read_batch(session, batch_id=batch.id)
-    )
+    await webhook_service.batch_finished(session, batch=batch, read=await _read(session, batch))

@@ -1,6 +1,8 @@
 """Cached reads: the bytes of an answer, kept under a key that a write makes unreachable.
 
-Every cached read key embeds a generation token: one per evaluation, one for the list.
+Every cached read key embeds a generation token: one per evaluation, one per tenant's list;
+and a variant that names the caller's tenant, so that no key of one tenant can reach an entry
+made for another.
 Writing or erasing an evaluation replaces the tokens after the commit, so every entry
 written before is unreachable at once, on every replica that shares Redis, without scanning
 for keys; old entries simply expire. A missing token is replaced by a new one, never by a
@@ -22,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.cache.backend import PREFIX, READS_PREFIX, ResilientBackend
 
-LIST_GENERATION = f"{PREFIX}:gen:evaluations"
+
+def _list_generation(tenant: str) -> str:
+    return f"{PREFIX}:gen:evaluations:{tenant}"
 
 
 def _evaluation_generation(evaluation_id: str) -> str:
@@ -54,16 +58,18 @@ async def evaluation_read_key(
     return f"{PREFIX}:{READS_PREFIX}:evaluation:{generation}:{_variant(variant)}"
 
 
-async def list_read_key(backend: ResilientBackend, *, variant: Iterable[str]) -> str:
-    """The cache key of a page of the list, for this variant of the request."""
-    generation = await _generation(backend, LIST_GENERATION, ttl_s=backend.ttl_s)
+async def list_read_key(backend: ResilientBackend, *, tenant: str, variant: Iterable[str]) -> str:
+    """The cache key of a page of the tenant's list, for this variant of the request."""
+    generation = await _generation(backend, _list_generation(tenant), ttl_s=backend.ttl_s)
     return f"{PREFIX}:{READS_PREFIX}:evaluations:{generation}:{_variant(variant)}"
 
 
-async def invalidate_reads(backend: ResilientBackend, *, evaluation_id: str | None) -> None:
-    """Make cached reads of the list, and of one evaluation, unreachable."""
+async def invalidate_reads(
+    backend: ResilientBackend, *, tenant: str, evaluation_id: str | None
+) -> None:
+    """Make cached reads of the tenant's list, and of one evaluation, unreachable."""
     ttl_s = max(1, backend.ttl_s)
-    await backend.invalidate(LIST_GENERATION, uuid.uuid4().hex.encode(), ttl_s)
+    await backend.invalidate(_list_generation(tenant), uuid.uuid4().hex.encode(), ttl_s)
     if evaluation_id is not None:
         await backend.invalidate(
             _evaluation_generation(evaluation_id), uuid.uuid4().hex.encode(), ttl_s
@@ -71,7 +77,7 @@ async def invalidate_reads(backend: ResilientBackend, *, evaluation_id: str | No
 
 
 async def commit_then_invalidate(
-    session: AsyncSession, backend: ResilientBackend, *, evaluation_id: str | None
+    session: AsyncSession, backend: ResilientBackend, *, tenant: str, evaluation_id: str | None
 ) -> None:
     """Commit a change to an evaluation, then make cached reads of it unreachable.
 
@@ -79,4 +85,4 @@ async def commit_then_invalidate(
     state again under the new generation.
     """
     await session.commit()
-    await invalidate_reads(backend, evaluation_id=evaluation_id)
+    await invalidate_reads(backend, tenant=tenant, evaluation_id=evaluation_id)

@@ -77,6 +77,13 @@ class SharedResults(Generic[T]):
         self._decoded.pop(key, None)
         await self._cache.clear(key=f"{PREFIX}:result:{key}")
 
+    async def forget_local(self) -> None:
+        """Drop every value held in this process: the decoded copies, and the whole store when
+        it is the in-process one."""
+        self._decoded.clear()
+        if self._cache.kind == "memory":
+            await self._cache.clear(namespace=f"{PREFIX}:result:")
+
     def _decode(self, raw: bytes | None) -> T | None:
         return None if raw is None else self._codec.decode(raw)
 

@@ -55,7 +55,12 @@ class CachedScorer:
         )
         return result.model_copy(update={"cached": True}) if shared else result
 
-    async def forget(self, interview: Interview) -> None:
-        """Drop the cached result of `interview`: it was derived from an erased evaluation."""
+    async def forget(self, result_key: str) -> None:
+        """Drop a cached result (Interview.result_key): it was derived from an erased evaluation."""
         if self._results is not None:
-            await self._results.forget(interview.result_key(self._settings))
+            await self._results.forget(result_key)
+
+    async def forget_local(self) -> None:
+        """Drop every result this process holds in process."""
+        if self._results is not None:
+            await self._results.forget_local()

@@ -25,15 +25,16 @@ def _sha256(value: Any, **dumps: Any) -> str:
 
 @dataclass(frozen=True)
 class Interview:
-    """An interview to score: the validated payload and its canonical JSON form."""
+    """An interview to score for a tenant: the validated payload and its canonical JSON form."""
 
     payload: EvaluationCreate
     data: dict[str, Any]
+    tenant: str
 
     @classmethod
-    def of(cls, payload: EvaluationCreate) -> Interview:
+    def of(cls, payload: EvaluationCreate, *, tenant: str) -> Interview:
         """Canonicalize `payload` (the only `model_dump` of a request)."""
-        return cls(payload=payload, data=payload.model_dump(mode="json"))
+        return cls(payload=payload, data=payload.model_dump(mode="json"), tenant=tenant)
 
     @cached_property
     def digest(self) -> str:
@@ -65,8 +66,12 @@ class Interview:
         return portfolio["url"] if portfolio else None
 
     def result_key(self, settings: Settings) -> str:
-        """A hash of everything that determines a scoring result; never the candidate's identity."""
+        """A hash of everything that determines a scoring result; never the candidate's identity.
+
+        The tenant is part of it: a result is never shared across tenants, nor is the fact
+        that another tenant scored the same interview (`cached: true`)."""
         material = {
+            "tenant": self.tenant,
             "position": self.data["position"],
             "rubric": self.rubric,
             "transcript": self.data["transcript"],

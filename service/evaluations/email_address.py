@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema
 from pydantic.networks import validate_email
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
@@ -41,8 +41,14 @@ def normalized_email(value: str) -> str:
     return validate_email(value)[1]
 
 
+# RFC 5321's limit on a forward path, as the schema states it.
+MAX_EMAIL_CHARS = 254
+
 EmailAddress = Annotated[
     str,
+    # After the address's own check, as EmailStr with a max_length refuses a long address.
     AfterValidator(normalized_email),
-    WithJsonSchema({"type": "string", "format": "email"}),
+    StringConstraints(max_length=MAX_EMAIL_CHARS),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": MAX_EMAIL_CHARS}),
 ]
+"""An address of at most MAX_EMAIL_CHARS; the schema says what EmailStr's does."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from service.auth.models import DEFAULT_TENANT
 from service.database import Base, UTCDateTime, new_id, utcnow
 
 if TYPE_CHECKING:
@@ -20,7 +21,8 @@ class Evaluation(Base):
 
     __tablename__ = "evaluation"
     __table_args__ = (
-        Index("ix_evaluation_created_at_id", "created_at", "id"),
+        # The list: a tenant's evaluations, newest first.
+        Index("ix_evaluation_tenant_created_at_id", "tenant", "created_at", "id"),
         Index("ix_evaluation_candidate_email", "candidate_email"),
         Index("ix_evaluation_position_title", "position_title"),
         Index("ix_evaluation_status", "status"),
@@ -33,6 +35,10 @@ class Evaluation(Base):
     status: Mapped[str] = mapped_column(String(16))
     api_key_id: Mapped[str | None] = mapped_column(
         ForeignKey("api_key.id", ondelete="SET NULL"), default=None
+    )
+    # The tenant of the key that made it: only that tenant's keys see it.
+    tenant: Mapped[str] = mapped_column(
+        String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
     )
     candidate_name: Mapped[str] = mapped_column(String(200))
     candidate_email: Mapped[str] = mapped_column(String(320))
@@ -72,11 +78,36 @@ class Evaluation(Base):
         ForeignKey("evaluation_batch.id", ondelete="CASCADE"), default=None
     )
     item_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    # How many times a worker claimed it, and why the last attempt did not finish: after
+    # SCORER_JOB_MAX_ATTEMPTS it is failed with that reason rather than claimed again.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(300), default=None)
 
     # Follow-up emails (service/notifications), loaded with the evaluation in one more query
     # per batch of evaluations; the database clears the link when the evaluation is deleted.
+    # Its webhooks are linked too (so that an erasure cancels them) but are not among these.
     outbox_messages: Mapped[list[OutboxMessage]] = relationship(
+        primaryjoin="and_(Evaluation.id == foreign(OutboxMessage.evaluation_id), "
+        "OutboxMessage.channel == 'email')",
         lazy="selectin",
         order_by="[OutboxMessage.created_at, OutboxMessage.id]",
         passive_deletes=True,
     )
+
+
+class Erasure(Base):
+    """An evaluation erased, remembered for a while so that every process forgets its copies.
+
+    Written in the erasure's transaction; each process reads the new ones every
+    SCORER_ERASURE_POLL_S (service/evaluations/erasures.py). Holds ids and a hash, nothing of
+    the interview."""
+
+    __tablename__ = "erasure"
+    __table_args__ = (Index("ix_erasure_erased_at", "erased_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    evaluation_id: Mapped[str] = mapped_column(String(36))
+    tenant: Mapped[str] = mapped_column(String(64))
+    # The result cache's key of the erased interview (a hash), when it could be rebuilt.
+    result_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

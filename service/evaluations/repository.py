@@ -7,6 +7,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,22 +32,39 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise UnprocessableRequest("The cursor is invalid; use next_cursor from a page.") from exc
 
 
-async def get_evaluation(session: AsyncSession, evaluation_id: str) -> Evaluation | None:
-    """One evaluation by id."""
-    return await session.get(Evaluation, evaluation_id)
+async def get_evaluation(
+    session: AsyncSession, evaluation_id: str, *, tenant: str
+) -> Evaluation | None:
+    """One of the tenant's evaluations by id; None when it has none by that id."""
+    return await session.scalar(
+        select(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.tenant == tenant)
+    )
+
+
+async def get_request(
+    session: AsyncSession, evaluation_id: str, *, tenant: str
+) -> dict[str, Any] | None:
+    """The stored request of one of the tenant's evaluations; None when it has none by that id."""
+    request: dict[str, Any] | None = await session.scalar(
+        select(Evaluation.request).where(
+            Evaluation.id == evaluation_id, Evaluation.tenant == tenant
+        )
+    )
+    return request
 
 
 async def list_evaluations(
     session: AsyncSession,
     *,
+    tenant: str,
     limit: int,
     cursor: str | None,
     candidate_email: str | None,
     position: str | None,
     status: str | None,
 ) -> tuple[Sequence[Evaluation], str | None]:
-    """A page of evaluations, newest first, and the cursor of the next page."""
-    query = select(Evaluation)
+    """A page of the tenant's evaluations, newest first, and the cursor of the next page."""
+    query = select(Evaluation).where(Evaluation.tenant == tenant)
     if candidate_email:
         query = query.where(Evaluation.candidate_email == candidate_email.lower())
     if position:

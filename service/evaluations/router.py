@@ -11,12 +11,15 @@ from fastapi.routing import APIRoute
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey, authenticate
+from service.bodies import StrictJSONRoute, loads
 from service.context import ContextDep
 from service.errors import problem_responses
 from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
 
-router = APIRouter(prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"])
+router = APIRouter(
+    prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"], route_class=StrictJSONRoute
+)
 
 EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's id")]
 JSON = "application/json"
@@ -53,7 +56,12 @@ def prefers_async(prefer: str | None) -> bool:
     return any(part.split(";")[0].strip().lower() == "respond-async" for part in prefer.split(","))
 
 
-_IDEMPOTENCY_KEY = TypeAdapter(Annotated[str, StringConstraints(**IDEMPOTENCY_KEY_RULES)])
+PREFER_RULES = {"max_length": 200}
+# The headers the endpoint declares, with the rules of their declarations.
+_HEADERS = {
+    "Idempotency-Key": TypeAdapter(Annotated[str, StringConstraints(**IDEMPOTENCY_KEY_RULES)]),
+    "Prefer": TypeAdapter(Annotated[str, StringConstraints(**PREFER_RULES)]),
+}
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -68,44 +76,42 @@ def _invalid(errors: list[Any], loc: tuple[str, ...]) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": (*loc, *e["loc"])} for e in errors])
 
 
+def _body_error(kind: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": ("body",), "msg": message, "input": None}])
+
+
 async def _create_arguments(request: Request) -> dict[str, Any]:
     """The arguments of `create_evaluation`, resolved as FastAPI would from its signature: the
-    key (401/403), the Idempotency-Key header and the body (422 naming the field)."""
+    key (401/403/429), the headers and the body (422 naming the field)."""
     api_key = await authenticate(request, "write")
     headers = request.headers
-    idempotency_key = headers.get("idempotency-key")
-    if idempotency_key is not None:
-        try:
-            _IDEMPOTENCY_KEY.validate_python(idempotency_key)
-        except ValidationError as exc:
-            raise _invalid(exc.errors(), ("header", "Idempotency-Key")) from None
+    values: dict[str, str | None] = {}
+    for name, adapter in _HEADERS.items():
+        value = values[name] = headers.get(name)
+        if value is not None:
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                raise _invalid(exc.errors(include_input=False), ("header", name)) from None
     body = await request.body()
     if not body:
-        raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
-        )
+        raise _body_error("missing", "Field required")
     if not _is_json(headers.get("content-type")):
-        raise RequestValidationError(
-            [
-                {
-                    "type": "model_attributes_type",
-                    "loc": ("body",),
-                    "msg": "Input should be a valid dictionary or object to extract fields from",
-                    "input": None,
-                }
-            ]
+        raise _body_error(
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
         )
     try:
-        # Parsed and validated in one pass by pydantic's own JSON parser.
-        payload = EvaluationCreate.model_validate_json(body)
+        # Read as I-JSON (service/bodies.py: MalformedBody, 422), then validated.
+        payload = EvaluationCreate.model_validate(loads(body))
     except ValidationError as exc:
         raise _invalid(exc.errors(include_input=False), ("body",)) from None
     return {
         "payload": payload,
         "api_key": api_key,
         "ctx": request.app.state.context,
-        "idempotency_key": idempotency_key,
-        "prefer": headers.get("prefer"),
+        "idempotency_key": values["Idempotency-Key"],
+        "prefer": values["Prefer"],
     }
 
 
@@ -134,7 +140,9 @@ async def create_evaluation(
     api_key: WriteKey,
     ctx: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
-    prefer: Annotated[str | None, Header(description="respond-async: answer 202 at once")] = None,
+    prefer: Annotated[
+        str | None, Header(**PREFER_RULES, description="respond-async: answer 202 at once")
+    ] = None,
 ) -> Response:
     """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it.
 
@@ -228,6 +236,10 @@ async def list_evaluations(
     responses=problem_responses(401, 403, 404),
     summary="Erase an evaluation",
 )
-async def delete_evaluation(evaluation_id: EvaluationId, _key: DeleteKey, ctx: ContextDep) -> None:
+async def delete_evaluation(
+    evaluation_id: EvaluationId, api_key: DeleteKey, ctx: ContextDep
+) -> None:
     """Erase an evaluation and everything derived from it, cache entries included."""
-    await evaluation_service.delete_evaluation(ctx, evaluation_id=evaluation_id)
+    await evaluation_service.delete_evaluation(
+        ctx, evaluation_id=evaluation_id, tenant=api_key.tenant
+    )

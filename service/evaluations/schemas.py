@@ -24,12 +24,18 @@ MAX_ANSWER_CHARS = 10_000
 MAX_CRITERIA = 20
 MAX_RECRUITERS = 10
 MAX_SCORE = 5
+MAX_WEIGHT = 100
+# RFC 5321's longest path; the email validator refuses longer addresses too.
 
 Status = Literal["pending", "completed", "failed"]
 Recommendation = Literal[
     "strong_hire", "hire", "no_hire", "strong_no_hire", "insufficient_evidence"
 ]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Email = EmailAddress
+CriterionKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")
+]
 
 
 class _Strict(BaseModel):
@@ -40,7 +46,7 @@ class Candidate(_Strict):
     """Who was interviewed; used for storage and emails only, never sent to the LLM."""
 
     name: ShortText
-    email: EmailAddress
+    email: Email
     external_id: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 
@@ -58,11 +64,13 @@ AnchorText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 class Criterion(_Strict):
     """One rubric criterion."""
 
-    key: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    key: CriterionKey
     description: Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
-    weight: float = Field(default=1.0, gt=0, le=100)
+    # Finite: 1e400 reads as infinity, and is refused naming the field like any other.
+    weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, allow_inf_nan=False)
     anchors: dict[Literal["1", "3", "5"], AnchorText] | None = Field(
         default=None,
+        max_length=3,
         description="what a 1, a 3 and a 5 mean for this criterion; the prompt's general "
         "anchors apply to those left out",
     )
@@ -135,7 +143,7 @@ class Notify(_Strict):
     """Who gets follow-up emails."""
 
     candidate: bool = True
-    recruiters: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECRUITERS)
+    recruiters: list[Email] = Field(default_factory=list, max_length=MAX_RECRUITERS)
 
 
 EXAMPLE_REQUEST: dict[str, Any] = {

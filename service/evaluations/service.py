@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Table, update
+from sqlalchemy import Table
 
 from service.auth.models import ApiKey
 from service.cache.reads import (
@@ -29,7 +29,8 @@ from service.database import new_id, utcnow
 from service.errors import NotFound, UnprocessableRequest
 from service.evaluations import repository
 from service.evaluations.canonical import Interview
-from service.evaluations.models import Evaluation
+from service.evaluations.erasures import forget_erased
+from service.evaluations.models import Erasure, Evaluation
 from service.evaluations.schemas import (
     Candidate,
     EvaluationCreate,
@@ -48,7 +49,6 @@ from service.evaluations.scoring import (
     recommendation,
 )
 from service.idempotency import service as idempotency_service
-from service.idempotency.models import IdempotencyKey
 from service.idempotency.service import Replay
 from service.notifications import outbox
 from service.notifications.follow_ups import follow_up_rows
@@ -122,6 +122,7 @@ def evaluation_row(interview: Interview, *, api_key: ApiKey, status: str) -> dic
         "id": new_id(),
         "status": status,
         "api_key_id": api_key.id,
+        "tenant": api_key.tenant,
         "candidate_name": candidate["name"],
         "candidate_email": candidate["email"].lower(),
         "candidate_external_id": candidate["external_id"],
@@ -145,6 +146,8 @@ def evaluation_row(interview: Interview, *, api_key: ApiKey, status: str) -> dic
         "claimed_until": None,
         "batch_id": None,
         "item_index": None,
+        "attempts": 0,
+        "last_error": None,
     }
 
 
@@ -210,7 +213,7 @@ async def create_evaluation(
     answers the first response's bytes again.
     """
     settings = ctx.settings
-    interview = Interview.of(payload)
+    interview = Interview.of(payload, tenant=api_key.tenant)
     if respond_async:
         await webhook_service.check_callback(payload.callback_url, settings=settings)
     elif payload.callback_url is not None:
@@ -239,13 +242,8 @@ async def create_evaluation(
         body = _serialize(view)
         if claim is not None:
             write.update(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.id == claim.record_id)
-                .values(
-                    status=idempotency_service.COMPLETED,
-                    response_status=status,
-                    response_text=body.decode(),
-                    evaluation_id=view.id,
+                idempotency_service.completion(
+                    claim, status=status, body=body, evaluation_id=view.id
                 )
             )
         await ctx.writer.write(write)
@@ -254,7 +252,7 @@ async def create_evaluation(
             await idempotency_service.release(ctx.sessionmaker, claim=claim)
         raise
     if ctx.reads_cached:
-        await invalidate_reads(ctx.cache, evaluation_id=None)
+        await invalidate_reads(ctx.cache, tenant=api_key.tenant, evaluation_id=None)
     headers = {"Location": f"{EVALUATIONS_PATH}/{view.id}"}
     if respond_async:
         headers["Preference-Applied"] = "respond-async"
@@ -315,13 +313,13 @@ async def read_evaluation(
         key = await evaluation_read_key(
             ctx.cache,
             evaluation_id=evaluation_id,
-            variant=(evaluation_id, str(include_provenance), api_key.scopes),
+            variant=(api_key.tenant, evaluation_id, str(include_provenance), api_key.scopes),
         )
         hit = await ctx.cache.get(key)
         if hit is not None:
             return Read(hit, True)
     async with ctx.sessionmaker() as session:
-        evaluation = await repository.get_evaluation(session, evaluation_id)
+        evaluation = await repository.get_evaluation(session, evaluation_id, tenant=api_key.tenant)
         if evaluation is None:
             raise NotFound(f"No evaluation {evaluation_id}.")
         view = to_read(evaluation)
@@ -360,13 +358,16 @@ async def list_evaluations(
     key = None
     if ctx.reads_cached:
         variant = (str(limit), cursor or "", candidate_email or "", position or "", status or "")
-        key = await list_read_key(ctx.cache, variant=(*variant, api_key.scopes))
+        key = await list_read_key(
+            ctx.cache, tenant=api_key.tenant, variant=(*variant, api_key.scopes)
+        )
         hit = await ctx.cache.get(key)
         if hit is not None:
             return Read(hit, True)
     async with ctx.sessionmaker() as session:
         rows, next_cursor = await repository.list_evaluations(
             session,
+            tenant=api_key.tenant,
             limit=limit,
             cursor=cursor,
             candidate_email=candidate_email,
@@ -379,26 +380,38 @@ async def list_evaluations(
     return Read(body, False if key is not None else None)
 
 
-async def delete_evaluation(ctx: AppContext, *, evaluation_id: str) -> None:
-    """Erase an evaluation and everything derived from it, or 404.
+async def delete_evaluation(ctx: AppContext, *, evaluation_id: str, tenant: str) -> None:
+    """Erase one of the tenant's evaluations and everything derived from it, or 404.
 
-    Its unsent mails are cancelled and their contents erased, its idempotency records go with
-    it (ON DELETE CASCADE); then the cached reads of it and its cached scoring result.
+    In one transaction: its unsent mails and webhooks are cancelled and their contents erased,
+    its idempotency records go with it (ON DELETE CASCADE), and the erasure is recorded so
+    that every other process forgets its cached copies within SCORER_ERASURE_POLL_S
+    (service/evaluations/erasures.py). This process forgets its own at once.
     """
     async with ctx.sessionmaker() as session, session.begin():
-        evaluation = await repository.get_evaluation(session, evaluation_id)
-        request = evaluation.request if evaluation is not None else None
+        request = await repository.get_request(session, evaluation_id, tenant=tenant)
+        if request is None:
+            raise NotFound(f"No evaluation {evaluation_id}.")
+        erasure = Erasure(
+            evaluation_id=evaluation_id,
+            tenant=tenant,
+            result_key=_result_key(request, tenant=tenant, settings=ctx.settings),
+        )
         await outbox.cancel_for_evaluation(session, evaluation_id=evaluation_id)
         if not await repository.delete_evaluation(session, evaluation_id):
             raise NotFound(f"No evaluation {evaluation_id}.")
+        session.add(erasure)
     # After the commit: a reader in between would cache the old state under the new token.
-    await invalidate_reads(ctx.cache, evaluation_id=evaluation_id)
-    if request is not None:
-        try:
-            payload = EvaluationCreate.model_validate(request)
-        except ValidationError:
-            return  # stored by an older schema: its result key cannot be rebuilt
-        await ctx.scorer.forget(Interview.of(payload))
+    await forget_erased(erasure, cache=ctx.cache, scorer=ctx.scorer)
+
+
+def _result_key(request: dict[str, Any], *, tenant: str, settings: Settings) -> str | None:
+    """The result cache's key of a stored request; None when an older schema stored it."""
+    try:
+        payload = EvaluationCreate.model_validate(request)
+    except ValidationError:
+        return None
+    return Interview.of(payload, tenant=tenant).result_key(settings)
 
 
 def to_read(evaluation: Evaluation) -> EvaluationRead:

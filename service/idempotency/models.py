@@ -19,6 +19,7 @@ class IdempotencyKey(Base):
         UniqueConstraint("api_key_id", "key"),
         Index("ix_idempotency_key_expires_at", "expires_at"),
         Index("ix_idempotency_key_evaluation_id", "evaluation_id"),
+        Index("ix_idempotency_key_batch_id", "batch_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -34,6 +35,10 @@ class IdempotencyKey(Base):
     # Erasing the evaluation erases the replayable copy of it too.
     evaluation_id: Mapped[str | None] = mapped_column(
         ForeignKey("evaluation.id", ondelete="CASCADE"), default=None
+    )
+    # A batch's record (POST /v1/evaluation-batches), erased with the batch.
+    batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("evaluation_batch.id", ondelete="CASCADE"), default=None
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

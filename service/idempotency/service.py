@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Update, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -63,6 +63,7 @@ class Replay:
     status: int
     body: bytes
     evaluation_id: str | None
+    batch_id: str | None = None
 
 
 async def claim(
@@ -123,7 +124,10 @@ async def _claim(
         else:
             raise IdempotencyKeyInUse()
         return Replay(
-            status=record.response_status or 200, body=body, evaluation_id=record.evaluation_id
+            status=record.response_status or 200,
+            body=body,
+            evaluation_id=record.evaluation_id,
+            batch_id=record.batch_id,
         )
     record = IdempotencyKey(
         api_key_id=api_key_id,
@@ -136,6 +140,29 @@ async def _claim(
     session.add(record)
     await session.flush()
     return Claim(record_id=record.id)
+
+
+def completion(
+    claim: Claim,
+    *,
+    status: int,
+    body: bytes,
+    evaluation_id: str | None = None,
+    batch_id: str | None = None,
+) -> Update:
+    """The statement that completes a claimed key with the response sent: to be executed in
+    the transaction that stores what the response describes."""
+    return (
+        update(IdempotencyKey)
+        .where(IdempotencyKey.id == claim.record_id)
+        .values(
+            status=COMPLETED,
+            response_status=status,
+            response_text=body.decode(),
+            evaluation_id=evaluation_id,
+            batch_id=batch_id,
+        )
+    )
 
 
 async def release(sessionmaker: async_sessionmaker[AsyncSession], *, claim: Claim) -> None:

@@ -16,7 +16,9 @@ from service.evaluations.service import evaluation_row
 
 def queued_evaluation(payload: EvaluationCreate, *, api_key: ApiKey) -> Evaluation:
     """A pending evaluation that any worker may claim at once."""
-    row = evaluation_row(Interview.of(payload), api_key=api_key, status="pending")
+    row = evaluation_row(
+        Interview.of(payload, tenant=api_key.tenant), api_key=api_key, status="pending"
+    )
     row["claimed_until"] = row["created_at"]
     # Known empty, so that reading it never needs a query (there is none to await).
     return Evaluation(**row, outbox_messages=[])

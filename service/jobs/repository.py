@@ -5,6 +5,9 @@ a worker claims it by moving `claimed_until` into the future under its own `clai
 renews that while it scores. Pending rows with no `claimed_until` at all are not jobs (a
 synchronous request's row, say) and are never claimed.
 
+Each claim counts an attempt: after SCORER_JOB_MAX_ATTEMPTS the evaluation is given up
+(service/jobs/service.py) instead of claimed again at every lease expiry.
+
 On PostgreSQL the candidates are locked with FOR UPDATE SKIP LOCKED so that concurrent
 workers take disjoint rows; SQLite ignores the clause, and its single writer together with
 the condition repeated in the UPDATE means that a row another worker took first no longer
@@ -31,6 +34,10 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def _attempts_left(max_attempts: int) -> ColumnElement[bool]:
+    return Evaluation.attempts < max_attempts
+
+
 def _owned(evaluation_id: str, worker_id: str) -> ColumnElement[bool]:
     return and_(
         Evaluation.id == evaluation_id,
@@ -40,15 +47,19 @@ def _owned(evaluation_id: str, worker_id: str) -> ColumnElement[bool]:
 
 
 async def claim(
-    session: AsyncSession, *, worker_id: str, lease_s: float, limit: int
+    session: AsyncSession, *, worker_id: str, lease_s: float, limit: int, max_attempts: int
 ) -> Sequence[str]:
-    """Claim up to `limit` waiting evaluations, oldest first; their ids."""
+    """Claim up to `limit` waiting evaluations with attempts left, oldest first; their ids.
+
+    Each claim is an attempt; `last_error` is cleared, to be set if this attempt fails (a
+    worker that dies leaves it empty: its lease expired)."""
     now = utcnow()
+    claimable = and_(_claimable(now), _attempts_left(max_attempts))
     # A materialized CTE: PostgreSQL may run an IN (... LIMIT n) subquery of an UPDATE more
     # than once and so claim more than `limit` rows.
     candidates = (
         select(Evaluation.id)
-        .where(_claimable(now))
+        .where(claimable)
         .order_by(Evaluation.claimed_until, Evaluation.created_at, Evaluation.item_index)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -57,12 +68,44 @@ async def claim(
     )
     result = await session.execute(
         update(Evaluation)
-        .where(Evaluation.id.in_(select(candidates.c.id)), _claimable(now))
-        .values(claimed_by=worker_id, claimed_until=now + timedelta(seconds=lease_s))
+        .where(Evaluation.id.in_(select(candidates.c.id)), claimable)
+        .values(
+            claimed_by=worker_id,
+            claimed_until=now + timedelta(seconds=lease_s),
+            attempts=Evaluation.attempts + 1,
+            last_error=None,
+        )
         .returning(Evaluation.id)
         .execution_options(synchronize_session=False)
     )
     return list(result.scalars())
+
+
+async def exhausted(
+    session: AsyncSession, *, max_attempts: int, limit: int
+) -> Sequence[Evaluation]:
+    """Waiting evaluations that used up their attempts, locked (PostgreSQL) for giving up."""
+    found = await session.scalars(
+        select(Evaluation)
+        .where(_claimable(utcnow()), ~_attempts_left(max_attempts))
+        .order_by(Evaluation.claimed_until)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return found.all()
+
+
+async def record_error(
+    session: AsyncSession, *, evaluation_id: str, worker_id: str, error: str
+) -> None:
+    """Note why this attempt failed; the lease runs out and the next attempt (if any) follows."""
+    await session.execute(
+        update(Evaluation)
+        .where(_owned(evaluation_id, worker_id))
+        .values(last_error=error[:300])
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def has_claimable(session: AsyncSession) -> bool:
@@ -85,11 +128,12 @@ async def renew(
 
 
 async def release(session: AsyncSession, *, worker_id: str) -> int:
-    """Hand the worker's unfinished evaluations back, claimable at once; how many."""
+    """Hand the worker's unfinished evaluations back, claimable at once, the interrupted
+    attempt uncounted; how many."""
     result = await session.execute(
         update(Evaluation)
         .where(Evaluation.status == "pending", Evaluation.claimed_by == worker_id)
-        .values(claimed_by=None, claimed_until=utcnow())
+        .values(claimed_by=None, claimed_until=utcnow(), attempts=Evaluation.attempts - 1)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0))

@@ -20,9 +20,13 @@ from service.evaluations.schemas import EvaluationCreate
 from service.evaluations.scorer import Scores, ScoringResult
 from service.jobs import repository
 from service.jobs.queue import validation_problem
-from service.jobs.service import EVALUATIONS_PATH, finish_evaluation
+from service.jobs.service import EVALUATIONS_PATH, finish_evaluation, give_up_exhausted
+from service.metrics import JOBS_GIVEN_UP
 
 logger = logging.getLogger(__name__)
+
+# Evaluations given up per look (more are given up at the next).
+GIVE_UP_BATCH = 100
 
 # Called with an evaluation's id once its outcome is committed, and whether it queued emails:
 # to drop cached reads of it, and as the fast path of the emails and webhooks the outcome
@@ -105,6 +109,7 @@ class JobRunner:
             claimed: list[str] = []
             if free > 0:
                 try:
+                    await self._give_up_exhausted()
                     async with self._writes, self._sessionmaker() as session, session.begin():
                         claimed = list(
                             await repository.claim(
@@ -112,6 +117,7 @@ class JobRunner:
                                 worker_id=self.worker_id,
                                 lease_s=self._lease_s,
                                 limit=free,
+                                max_attempts=self._settings.job_max_attempts,
                             )
                         )
                 except Exception as exc:
@@ -128,6 +134,19 @@ class JobRunner:
                 async with asyncio.timeout(self._settings.job_poll_interval_s):
                     await self._wake.wait()
 
+    async def _give_up_exhausted(self) -> None:
+        async with self._writes, self._sessionmaker() as session, session.begin():
+            given_up = await give_up_exhausted(
+                session, max_attempts=self._settings.job_max_attempts, limit=GIVE_UP_BATCH
+            )
+        if not given_up:
+            return
+        JOBS_GIVEN_UP.inc(len(given_up))
+        for evaluation_id in given_up:
+            logger.warning("evaluation given up", extra={"evaluation": evaluation_id})
+            if self._after_finish is not None:
+                await self._after_finish(evaluation_id, False)
+
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
         self._wake.set()
@@ -139,18 +158,19 @@ class JobRunner:
         try:
             async with self._sessionmaker() as session:
                 evaluation = await session.get(Evaluation, evaluation_id)
-                request = evaluation.request if evaluation is not None else None
-            if request is None:
+            if evaluation is None:
                 return
             try:
-                payload = EvaluationCreate.model_validate(request)
+                payload = EvaluationCreate.model_validate(evaluation.request)
             except ValidationError as exc:
                 problem = validation_problem(exc, instance=instance)
             else:
                 # No connection is held while the upstreams are awaited; the lease is renewed
                 # in its own short transactions beside them.
                 holder = asyncio.create_task(self._hold_lease(evaluation_id))
-                scoring = asyncio.create_task(self._scorer.score(Interview.of(payload)))
+                scoring = asyncio.create_task(
+                    self._scorer.score(Interview.of(payload, tenant=evaluation.tenant))
+                )
                 self._scorings.add(scoring)
                 try:
                     result = await scoring
@@ -190,11 +210,17 @@ class JobRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The lease expires and another attempt follows; the message may carry request data.
+            # The lease expires and another attempt follows, up to SCORER_JOB_MAX_ATTEMPTS.
+            # The type only: the message may carry request data.
+            error = type(exc).__name__
             logger.error(
-                "evaluation job failed",
-                extra={"evaluation": evaluation_id, "error": type(exc).__name__},
+                "evaluation job failed", extra={"evaluation": evaluation_id, "error": error}
             )
+            with contextlib.suppress(Exception):
+                async with self._writes, self._sessionmaker() as session, session.begin():
+                    await repository.record_error(
+                        session, evaluation_id=evaluation_id, worker_id=self.worker_id, error=error
+                    )
 
     async def _hold_lease(self, evaluation_id: str) -> None:
         while True:

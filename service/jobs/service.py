@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.batches import service as batch_service
 from service.config import Settings
 from service.database import utcnow
+from service.errors import TYPE_BASE
 from service.evaluations.models import Evaluation
 from service.evaluations.scorer import ScoringResult
 from service.evaluations.service import apply_result
@@ -68,10 +69,36 @@ async def finish_evaluation(
         evaluation.status = "failed"
         evaluation.error = problem
         evaluation.completed_at = utcnow()
+    await _finished(session, evaluation)
+    return emails
+
+
+async def give_up_exhausted(session: AsyncSession, *, max_attempts: int, limit: int) -> list[str]:
+    """Fail the waiting evaluations that used up their attempts, each with its last reason,
+    as any failed evaluation (webhook, batch progress); their ids."""
+    given_up = []
+    for evaluation in await repository.exhausted(session, max_attempts=max_attempts, limit=limit):
+        reason = evaluation.last_error or "its worker stopped before it finished (lease expired)"
+        evaluation.status = "failed"
+        evaluation.error = {
+            "type": TYPE_BASE + "attempts-exhausted",
+            "title": "Scoring did not finish",
+            "status": 500,
+            "detail": f"Scoring was attempted {evaluation.attempts} times "
+            f"(SCORER_JOB_MAX_ATTEMPTS) without finishing; the last attempt: {reason}.",
+            "instance": f"{EVALUATIONS_PATH}/{evaluation.id}",
+        }
+        evaluation.completed_at = utcnow()
+        await _finished(session, evaluation)
+        given_up.append(evaluation.id)
+    return given_up
+
+
+async def _finished(session: AsyncSession, evaluation: Evaluation) -> None:
+    """Release the finished evaluation's lease; queue its webhook and its batch's progress."""
     evaluation.claimed_by = None
     evaluation.claimed_until = None
     await session.flush()
     await webhook_service.evaluation_finished(session, evaluation=evaluation)
     if evaluation.batch_id is not None:
         await batch_service.item_finished(session, batch_id=evaluation.batch_id)
-    return emails

@@ -95,7 +95,7 @@ def render_mail(message: OutboxMessage, evaluation: EvaluationFacts, *, settings
     return Mail(
         message_id=message.message_id,
         sender=settings.email_from,
-        recipient=message.recipient,
+        recipient=message.recipient or "",
         subject=subject,
         text=text,
         html=html,
@@ -134,6 +134,9 @@ def follow_up_rows(
             "subject": None,
             "text_body": None,
             "html_body": None,
+            "url": None,
+            "signing_key_id": None,
+            "payload": None,
             "message_id": f"<{uuid.uuid4()}@{domain}>",
             "status": "queued",
             "attempts": 0,

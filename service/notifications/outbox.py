@@ -4,18 +4,19 @@ A row is written in the same transaction as what it follows up on, so that nothi
 an evaluation that was never stored and nothing stored goes unsent. Deliverers claim due rows
 (status `sending`, a lease in `claimed_until` and a fresh `claim_token`), send them without
 holding a database connection, and mark them `sent` or `failed` only while they still own the
-claim. The machinery does not depend on the channel: email today, webhooks can share it.
+claim. The machinery does not depend on the channel: email and webhooks share it.
 
 Statuses: `queued` (waiting for its first attempt), `sending` (claimed, leased), `sent`,
 `failed` (the last attempt failed: retried at `next_attempt_at`, or given up when that is
 null) and `cancelled` (its evaluation was deleted before it went out).
 
-Erasure: deleting an evaluation cancels its unsent rows and erases the personal data of all of
-its rows (recipient, subject, bodies) while keeping them as tombstones (id, kind, status,
-Message-ID, attempts), so that a sweeper holding a claim finds the row cancelled and sends
-nothing, and the outbox still records that a mail went out. A sweeper checks its claim just
-before handing a mail over; a delete that commits in the few milliseconds between that check
-and the end of the SMTP conversation cannot recall a mail already on the wire.
+Erasure: deleting an evaluation cancels its unsent rows, mails and webhooks alike, and erases
+what all of its rows carry (recipient, subject, bodies; URL and event) while keeping them as
+tombstones (id, kind, status, Message-ID, attempts), so that a sweeper holding a claim finds the
+row cancelled and sends nothing, and the outbox still records that a message went out. A
+sweeper checks its claim just before handing a message over; a delete that commits in the few
+milliseconds between that check and the end of the SMTP conversation (or the webhook's POST)
+cannot recall a message already on the wire.
 """
 
 from __future__ import annotations
@@ -64,13 +65,20 @@ class OutboxMessage(Base):
     evaluation_id: Mapped[str | None] = mapped_column(
         ForeignKey("evaluation.id", ondelete="SET NULL"), default=None
     )
-    recipient: Mapped[str] = mapped_column(String(320))
-    # An email is rendered by the worker when it is sent, from its evaluation, in `language`:
-    # the API process only names it. A webhook's body is its JSON event, written when queued.
+    # --- The email channel. An email is rendered by the worker when it is sent, from its
+    # evaluation, in `language`: the API process only names it.
+    recipient: Mapped[str | None] = mapped_column(String(320), default=None)
     language: Mapped[str | None] = mapped_column(String(8), default=None)
     subject: Mapped[str | None] = mapped_column(String(500), default=None)
     text_body: Mapped[str | None] = mapped_column(Text, default=None)
     html_body: Mapped[str | None] = mapped_column(Text, default=None)
+    # --- The webhook channel (service/webhooks): where it goes, the key whose secret signs
+    # it, and its JSON event, written when queued.
+    url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    signing_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_key.id", ondelete="SET NULL"), default=None
+    )
+    payload: Mapped[str | None] = mapped_column(Text, default=None)
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -339,7 +347,7 @@ async def give_up_expired(session: AsyncSession, *, max_attempts: int) -> int:
 
 
 async def cancel_for_evaluation(session: AsyncSession, *, evaluation_id: str) -> None:
-    """Cancel an evaluation's unsent rows and erase the personal data of all its rows."""
+    """Cancel an evaluation's unsent mails and webhooks, and erase what all its rows carry."""
     await session.execute(
         update(OutboxMessage)
         .where(
@@ -352,6 +360,14 @@ async def cancel_for_evaluation(session: AsyncSession, *, evaluation_id: str) ->
     await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.evaluation_id == evaluation_id)
-        .values(evaluation_id=None, recipient="", subject="", text_body="", html_body=None)
+        .values(
+            evaluation_id=None,
+            recipient="",
+            subject="",
+            text_body="",
+            html_body=None,
+            url=None,
+            payload=None,
+        )
         .execution_options(synchronize_session=False)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from service.auth.dependencies import WriteKey
+from service.bodies import StrictJSONRoute
 from service.cache.reads import commit_then_invalidate
 from service.context import ContextDep
 from service.database import SessionDep
@@ -14,7 +15,7 @@ from service.evaluations.schemas import EvaluationRead
 from service.reviews import service as review_service
 from service.reviews.schemas import ReviewCreate
 
-router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
+router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"], route_class=StrictJSONRoute)
 
 
 @router.post(
@@ -40,6 +41,8 @@ async def create_review(
         settings=ctx.settings,
     )
     # Cached reads of the evaluation and the list would show it without the review.
-    await commit_then_invalidate(session, ctx.cache, evaluation_id=evaluation_id)
+    await commit_then_invalidate(
+        session, ctx.cache, tenant=api_key.tenant, evaluation_id=evaluation_id
+    )
     response.headers["Location"] = f"{router.prefix}/{evaluation_id}"
     return evaluation

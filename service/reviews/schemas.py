@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Decision = Literal["strong_hire", "hire", "no_hire", "strong_no_hire"]
-CriterionKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+CriterionKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")
+]
 CriterionScore = Annotated[int, Field(ge=1, le=5)]
 
 

@@ -37,7 +37,7 @@ async def create_review(
     settings: Settings,
 ) -> EvaluationRead:
     """Record a review; the evaluation then shows its score, the model's kept beside it."""
-    evaluation = await repository.get_evaluation(session, evaluation_id)
+    evaluation = await repository.get_evaluation(session, evaluation_id, tenant=api_key.tenant)
     if evaluation is None:
         raise NotFound(f"No evaluation {evaluation_id}.")
     if evaluation.status != "completed" or evaluation.result is None:

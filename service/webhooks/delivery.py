@@ -1,14 +1,15 @@
 """Webhook delivery: the outbox's `webhook` channel, sent signed, retried with backoff.
 
 A webhook is an outbox row (service/notifications/outbox.py) written in the transaction that
-finished the evaluation or the batch, so a crash loses none. For this channel `recipient` is the
-callback URL, `subject` the id of the API key whose secret signs it, `text_body` the JSON body
-and `kind` the event type. The row is not linked to the evaluation (its body holds ids and
-scores, no personal data), so it never shows among the evaluation's emails.
+finished the evaluation or the batch, so a crash loses none. For this channel `url` is the
+callback URL, `signing_key_id` the API key whose secret signs it, `payload` the JSON event and
+`kind` the event type. An evaluation's delivery is linked to it (`evaluation_id`), so erasing
+the evaluation cancels it; it is not among the evaluation's emails.
 
-The deliverer claims due rows, checks the target again (DNS may have changed since the
-submission), POSTs the body through the shared HTTP client without following redirects, and
-marks the row sent on a 2xx; anything else is retried with backoff until
+The deliverer claims due rows, resolves the target once and checks every address (DNS may have
+changed since the submission), connects to a checked address with the name kept in Host and
+SNI (service/webhooks/guard.py), POSTs the body without following redirects, and marks the row
+sent on a 2xx; anything else (a redirect too) is retried with backoff until
 SCORER_WEBHOOK_MAX_ATTEMPTS. A refused target or a missing key is given up at once.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 
 import httpx
@@ -27,7 +29,7 @@ from service.config import Settings
 from service.database import new_id
 from service.notifications import outbox
 from service.notifications.outbox import OutboxMessage
-from service.webhooks.guard import CallbackTargetRefused, check_target
+from service.webhooks.guard import CallbackTargetRefused, Resolver, resolve_target, system_resolver
 from service.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,18 @@ class WebhookFailed(Exception):
         self.permanent = permanent
 
 
+def build_webhook_client(*, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """The client deliveries go through: httpx's own transport, which takes the SNI name of a
+    pinned request; no proxy from the environment (it would resolve the name itself); no
+    kept-alive connections (one to an address must not serve another name's request)."""
+    return httpx.AsyncClient(
+        verify=verify,
+        trust_env=False,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=SWEEP_BATCH, max_keepalive_connections=0),
+    )
+
+
 async def deliver(
     client: httpx.AsyncClient,
     *,
@@ -54,14 +68,16 @@ async def deliver(
     delivery_id: str,
     timeout_s: float,
     allow_private: bool,
+    resolver: Resolver = system_resolver,
 ) -> None:
     """POST one signed delivery; raises WebhookFailed unless the receiver answers 2xx."""
     try:
-        await check_target(url, allow_private=allow_private)
+        target = await resolve_target(url, allow_private=allow_private, resolver=resolver)
     except CallbackTargetRefused as exc:
         raise WebhookFailed(str(exc), permanent=True) from None
     timestamp = int(time.time())
     headers = {
+        "Host": target.host_header,
         "Content-Type": "application/json",
         "User-Agent": "interview-scorer-webhooks",
         TIMESTAMP_HEADER: str(timestamp),
@@ -69,12 +85,28 @@ async def deliver(
         "X-Scorer-Event": event_type,
         "X-Scorer-Delivery": delivery_id,
     }
-    try:
-        response = await client.post(
-            url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False
+    extensions = {"sni_hostname": target.url.host} if target.url.scheme == "https" else {}
+    response: httpx.Response | None = None
+    for address in target.addresses:
+        try:
+            response = await client.post(
+                target.pinned(address),
+                content=body,
+                headers=headers,
+                timeout=timeout_s,
+                extensions=extensions,
+            )
+            break
+        except httpx.ConnectError:
+            continue  # the next checked address, if the name has another
+        except httpx.HTTPError as exc:
+            raise WebhookFailed(type(exc).__name__) from None
+    if response is None:
+        raise WebhookFailed("ConnectError")
+    if response.is_redirect:
+        raise WebhookFailed(
+            f"the receiver answered {response.status_code} (redirects are not followed)"
         )
-    except httpx.HTTPError as exc:
-        raise WebhookFailed(type(exc).__name__) from None
     if not 200 <= response.status_code < 300:
         raise WebhookFailed(f"the receiver answered {response.status_code}")
 
@@ -87,11 +119,12 @@ class WebhookDeliverer:
         *,
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
-        http_client: httpx.AsyncClient,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._settings = settings
         self._sessionmaker = sessionmaker
-        self._client = http_client
+        self._client = build_webhook_client()
+        self._resolver = resolver
         # The claim outlives a send: at most the timeout, and the target check before it.
         self._lease_s = 3 * settings.webhook_timeout_s + 30
         self._wake = asyncio.Event()
@@ -127,6 +160,7 @@ class WebhookDeliverer:
             except Exception as exc:
                 # Their leases expire instead, and they are claimed again then.
                 logger.warning("could not release webhooks", extra={"error": type(exc).__name__})
+        await self._client.aclose()
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -166,7 +200,7 @@ class WebhookDeliverer:
         async with self._sessionmaker() as session:
             if not await outbox.still_claimed(session, message_id=row.id, token=token):
                 return
-            key = await session.get(ApiKey, row.subject) if row.subject else None
+            key = await session.get(ApiKey, row.signing_key_id) if row.signing_key_id else None
             secret = key.webhook_secret if key is not None else None
         error: WebhookFailed | None = None
         if secret is None:
@@ -175,13 +209,14 @@ class WebhookDeliverer:
             try:
                 await deliver(
                     self._client,
-                    url=row.recipient,
-                    body=(row.text_body or "").encode(),
+                    url=row.url or "",
+                    body=(row.payload or "").encode(),
                     secret=secret,
                     event_type=row.kind,
                     delivery_id=row.message_id,
                     timeout_s=settings.webhook_timeout_s,
                     allow_private=settings.webhook_allow_private,
+                    resolver=self._resolver,
                 )
             except WebhookFailed as exc:
                 error = exc

@@ -84,7 +84,11 @@ async def evaluation_finished(session: AsyncSession, *, evaluation: Evaluation) 
     url = (evaluation.request or {}).get("callback_url")
     if url:
         _enqueue(
-            session, url=url, api_key_id=evaluation.api_key_id, event=evaluation_event(evaluation)
+            session,
+            url=url,
+            api_key_id=evaluation.api_key_id,
+            event=evaluation_event(evaluation),
+            evaluation_id=evaluation.id,
         )
 
 
@@ -100,16 +104,24 @@ async def batch_finished(session: AsyncSession, *, batch: EvaluationBatch, read:
 
 
 def _enqueue(
-    session: AsyncSession, *, url: str, api_key_id: str | None, event: dict[str, Any]
+    session: AsyncSession,
+    *,
+    url: str,
+    api_key_id: str | None,
+    event: dict[str, Any],
+    evaluation_id: str | None = None,
 ) -> None:
-    """Write the delivery to the outbox (channel webhook), signed by the key when sent."""
+    """Write the delivery to the outbox (channel webhook), signed by the key when sent.
+
+    An evaluation's delivery is linked to it, so that erasing the evaluation cancels it."""
     session.add(
         OutboxMessage(
             channel=CHANNEL,
             kind=event["type"],
-            recipient=url,
-            subject=api_key_id or "",
-            text_body=json.dumps(event, separators=(",", ":")),
+            evaluation_id=evaluation_id,
+            url=url,
+            signing_key_id=api_key_id,
+            payload=json.dumps(event, separators=(",", ":")),
             message_id=event["id"],
         )
     )

@@ -1,4 +1,11 @@
-"""Webhook signatures: HMAC-SHA256 over the timestamp and the body, Stripe-like."""
+"""Webhook signatures: HMAC-SHA256 over the timestamp and the body, Stripe-like.
+
+The replay window: `verify` accepts a delivery only if its signed timestamp is within
+`tolerance_s` (300 s by default) of the receiver's clock, in either direction, so a captured
+delivery cannot be replayed later than that; a receiver that must refuse a replay inside the
+window too remembers the X-Scorer-Delivery ids it has seen for that long (a retry of a
+delivery carries the same id, signed anew). The signature is compared in constant time.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +37,10 @@ def verify(
     tolerance_s: int = DEFAULT_TOLERANCE_S,
     now: float | None = None,
 ) -> bool:
-    """Whether `header` signs `body` under `secret`, within `tolerance_s` of now (replays)."""
+    """Whether `header` signs `body` under `secret` with a timestamp within `tolerance_s` of
+    now, before or after (the replay window)."""
+    if tolerance_s <= 0:
+        raise ValueError("tolerance_s must be positive")
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
     try:
         timestamp = int(parts["t"])

@@ -105,12 +105,12 @@ async def test_model_and_prompt_version_are_part_of_the_key(settings: Settings) 
     other_model = settings.model_copy(update={"llm_model": "gpt-other"})
     other_samples = settings.model_copy(update={"scoring_samples": 3})
 
-    key = Interview.of(payload).result_key(settings)
+    key = Interview.of(payload, tenant="default").result_key(settings)
 
-    assert Interview.of(payload).result_key(other_model) != key
-    assert Interview.of(payload).result_key(other_samples) != key
+    assert Interview.of(payload, tenant="default").result_key(other_model) != key
+    assert Interview.of(payload, tenant="default").result_key(other_samples) != key
     other_candidate = EvaluationCreate.model_validate(interview(candidate=someone_else()))
-    assert key == Interview.of(other_candidate).result_key(settings)
+    assert key == Interview.of(other_candidate, tenant="default").result_key(settings)
 
 
 async def test_a_partial_result_is_not_cached(
@@ -225,7 +225,9 @@ async def test_a_dead_lock_holder_is_not_waited_for_forever(
 
     llm = upstream.post(CHAT).mock(return_value=completion(GOOD))
     upstream.post(ANALYZE).mock(return_value=analysis())
-    key = Interview.of(EvaluationCreate.model_validate(interview())).result_key(settings)
+    key = Interview.of(EvaluationCreate.model_validate(interview()), tenant="default").result_key(
+        settings
+    )
     # A replica took the lock for this interview and died: nobody refreshes or releases it.
     async with Redis.from_url(redis.url) as raw:
         await raw.set(f"{PREFIX}:inflight:{key}:lock", b"dead-holder", px=300)

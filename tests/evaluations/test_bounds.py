@@ -16,6 +16,7 @@ from service.evaluations.schemas import (
     MAX_RECRUITERS,
     MAX_TRANSCRIPT_TURNS,
 )
+from service.main import openapi_document
 from tests.conftest import (
     ANALYZER_URL,
     LLM_BASE_URL,
@@ -120,6 +121,7 @@ async def test_a_body_over_the_size_limit_is_413(
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
     assert "SCORER_MAX_BODY_BYTES" in response.json()["detail"]
+    assert response.json()["errors"][0]["field"] == "body"
     assert not upstream.calls
     assert await stored_count(app) == 0
 
@@ -151,3 +153,81 @@ async def test_malformed_json_is_a_problem(client: httpx.AsyncClient, auth: dict
 
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+REQUEST_SCHEMAS = ("EvaluationCreate", "BatchCreate", "ReviewCreate")
+
+
+def _unbounded(schema: dict[str, Any], schemas: dict[str, Any], path: str) -> list[str]:
+    """Where a request schema lets a client send a string, a list, an object or a number of
+    any size."""
+    if "$ref" in schema:
+        return _unbounded(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas, path)
+    found: list[str] = []
+    for option in schema.get("anyOf", []):
+        found += _unbounded(option, schemas, path)
+    kind = schema.get("type")
+    if kind == "string" and not {"maxLength", "enum", "const"} & set(schema):
+        found.append(path)
+    if kind == "array":
+        if "maxItems" not in schema:
+            found.append(path)
+        found += _unbounded(schema.get("items", {}), schemas, f"{path}[]")
+    if kind in ("number", "integer") and not {"maximum", "exclusiveMaximum"} & set(schema):
+        found.append(path)
+    if kind == "object":
+        properties = schema.get("properties", {})
+        names = schema.get("propertyNames", {})
+        if not properties and "maxProperties" not in schema and "enum" not in names:
+            found.append(path)
+        for name, child in properties.items():
+            found += _unbounded(child, schemas, f"{path}.{name}")
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            found += _unbounded(extra, schemas, f"{path}.*")
+    return found
+
+
+def test_the_openapi_document_states_a_bound_on_everything_a_client_sends() -> None:
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    unbounded = [
+        spot
+        for name in REQUEST_SCHEMAS
+        for spot in _unbounded(schemas[name], schemas, name)
+        # Each item is an EvaluationCreate, validated on its own (its bounds are above).
+        if spot != "BatchCreate.items[]"
+    ]
+    parameters = [
+        f"{path} {parameter['name']}"
+        for path, methods in document["paths"].items()
+        for operation in methods.values()
+        for parameter in operation.get("parameters", [])
+        if _unbounded(parameter["schema"], schemas, parameter["name"])
+    ]
+
+    assert unbounded == []
+    assert parameters == []
+    creation = schemas["EvaluationCreate"]["properties"]
+    assert creation["transcript"]["maxItems"] == MAX_TRANSCRIPT_TURNS
+    assert schemas["Rubric"]["properties"]["criteria"]["maxItems"] == MAX_CRITERIA
+    assert schemas["Turn"]["properties"]["answer"]["maxLength"] == MAX_ANSWER_CHARS
+    weight = schemas["Criterion"]["properties"]["weight"]
+    assert (weight["exclusiveMinimum"], weight["maximum"]) == (0, 100)
+    assert schemas["BatchCreate"]["properties"]["items"]["maxItems"] == 10_000
+    post = document["paths"]["/v1/evaluations"]["post"]["responses"]
+    assert "SCORER_MAX_BODY_BYTES" in post["413"]["description"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_batch_items": 2}])
+async def test_a_batch_over_its_item_bound_is_413_naming_the_field(
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
+) -> None:
+    response = await client.post(
+        "/v1/evaluation-batches", json={"items": [interview()] * 3}, headers=auth
+    )
+
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["field"] == "items"
+    assert "SCORER_MAX_BATCH_ITEMS" in response.json()["detail"]
+    assert await stored_count(app) == 0

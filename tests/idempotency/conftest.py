@@ -1,5 +1,5 @@
-"""The idempotency tests run on both cache backends, with the cache tests' Redis server."""
+"""The idempotency tests run on both cache backends, as the cache tests do."""
 
-from tests.cache.conftest import backend_kind, redis, redis_server, settings_overrides
+from tests.cache.conftest import backend_kind, settings_overrides
 
-__all__ = ["backend_kind", "redis", "redis_server", "settings_overrides"]
+__all__ = ["backend_kind", "settings_overrides"]

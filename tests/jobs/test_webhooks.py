@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import pytest
 import respx
-from aiohttp import web
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -22,7 +17,7 @@ from service.config import Settings
 from service.main import create_app
 from service.notifications.outbox import OutboxMessage
 from service.webhooks.signing import signature_header, verify
-from tests.conftest import completion, scores_content, serving
+from tests.conftest import Receiver, completion, scores_content, serving
 from tests.jobs.helpers import ASYNC, CHAT, eventually, numbered
 
 GOOD = completion(scores_content({"technical_depth": 4, "communication": 3}))
@@ -32,50 +27,6 @@ FAST_RETRIES = {
     "webhook_backoff_base_s": 0.01,
     "webhook_backoff_cap_s": 0.02,
 }
-
-
-@dataclass
-class Delivery:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def event(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback; answers `failures` first, then 204."""
-
-    url: str = ""
-    failures: list[int] = field(default_factory=list)
-    deliveries: list[Delivery] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.deliveries.append(Delivery(dict(request.headers), await request.read()))
-        if self.failures:
-            return web.Response(status=self.failures.pop(0))
-        return web.Response(status=204)
-
-
-@pytest.fixture
-async def receiver(upstream: respx.MockRouter) -> AsyncIterator[Receiver]:
-    """A real HTTP server in the test that records what it receives."""
-    upstream.route(host="127.0.0.1").pass_through()
-    receiver = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    receiver.url = f"http://127.0.0.1:{port}/hook"
-    try:
-        yield receiver
-    finally:
-        await runner.cleanup()
 
 
 async def secret_of(app: FastAPI) -> str:

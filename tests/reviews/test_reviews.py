@@ -29,7 +29,7 @@ async def evaluation(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> dict[str, Any]:
     """A completed evaluation: technical_depth 4, communication 3, portfolio 82 -> 69.7, hire;
-    its follow-up mails sent, so that nothing but a review changes it."""
+    its mails sent, so that no view of it changes behind a test's back."""
     upstream.post(f"{LLM_BASE_URL}/chat/completions").mock(
         return_value=completion(scores_content({"technical_depth": 4, "communication": 3}))
     )
