@@ -1,4 +1,4 @@
-"""Idempotency-Key on POST /v1/evaluations: the rows of DESIGN.md's failure table."""
+"""Idempotency-Key on POST /v1/evaluations: the rows of the failure table (docs/caching.md)."""
 
 from __future__ import annotations
 
