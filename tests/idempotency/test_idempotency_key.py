@@ -24,6 +24,7 @@ from tests.conftest import (
     completion,
     interview,
     serving,
+    settle,
 )
 from tests.conftest import scores_content as content
 from tests.evaluations.test_create import stored_count
@@ -254,3 +255,32 @@ async def test_a_retry_on_another_replica_is_a_replay(
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json() == first.json()
     assert await stored_count(app) == 1
+
+
+@pytest.mark.parametrize("prefer", [{}, {"Prefer": "respond-async"}], ids=["sync", "async"])
+async def test_erasing_an_evaluation_erases_its_idempotency_record(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    llm: respx.Route,
+    app: FastAPI,
+    prefer: dict[str, str],
+) -> None:
+    """The record keeps the first response, which names the candidate and their email: an
+    erasure leaves none of it, and a retry under the key is a new request."""
+    headers = {**keyed(auth, "k-erase"), **prefer}
+    first = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    await settle(app)
+    async with app.state.sessionmaker() as session:
+        [record] = (await session.scalars(select(IdempotencyKey))).all()
+    assert "jane@example.com" in (record.response_text or "")
+
+    erased = await client.delete(f"/v1/evaluations/{first.json()['id']}", headers=auth)
+
+    assert erased.status_code == 204
+    assert await key_rows(app) == 0
+    again = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    assert again.status_code == first.status_code
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first.json()["id"]
+    await settle(app)
+    assert llm.call_count == 2
