@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -302,3 +303,43 @@ async def test_a_lease_expired_on_the_last_attempt_is_given_up(
     [row] = await outbox_rows(app)
     assert (row.status, row.next_attempt_at, row.claim_token) == ("failed", None, None)
     assert smtp_server.inbox.received == []
+
+
+async def test_a_failed_mail_is_not_claimed_again_before_its_backoff(
+    app: FastAPI,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    scoring: respx.MockRouter,
+    smtp_server: SmtpServer,
+) -> None:
+    await _park(app)
+    await client.post("/v1/evaluations", json=interview(notify={"candidate": True}), headers=auth)
+    slow_retries = settings.model_copy(
+        update={"email_backoff_base_s": 600, "email_backoff_cap_s": 600}
+    )
+    deliverer = Deliverer(
+        settings=slow_retries,
+        sessionmaker=app.state.sessionmaker,
+        sender=build_sender(slow_retries),
+        load_facts=load_evaluation_facts,
+    )
+    smtp_server.stop()
+    assert await deliverer.sweep_once() == 1
+    [failed] = await outbox_rows(app)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    # Equal jitter: at least half of the 600 s.
+    assert failed.next_attempt_at is not None
+    assert failed.next_attempt_at >= utcnow() + timedelta(seconds=290)
+    smtp_server.start()
+
+    # The server is back, but the mail's time has not come: nothing is claimed or sent.
+    assert await deliverer.sweep_once() == 0
+    assert [(r.status, r.attempts) for r in await outbox_rows(app)] == [("failed", 1)]
+    assert smtp_server.inbox.received == []
+
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(OutboxMessage).values(next_attempt_at=utcnow()))
+    assert await deliverer.sweep_once() == 1
+    assert [(r.status, r.attempts) for r in await outbox_rows(app)] == [("sent", 2)]
+    assert len(smtp_server.inbox.received) == 1
