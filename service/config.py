@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     # call may take before the cache counts as down.
     idempotency_ttl_s: int = Field(default=86400, ge=1)
     redis_timeout_s: float = Field(default=1.0, gt=0)
-    # Worker processes of `serve`: without Redis, several cannot share cached reads.
+    # API processes of `serve` (uvicorn workers; --workers wins): without Redis, several
+    # cannot share cached reads.
     workers: int = Field(default=1, ge=1)
 
     # --- The request path (service/writer.py, service/auth) and the worker (service/worker.py).
