@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(BIN)/ruff format service tests migrations bench
 	$(BIN)/ruff check --fix service tests migrations bench
 
-# The throughput benchmark (README.md, Performance): a few minutes on 2 cores; BENCH_ARGS=--help.
+# The throughput benchmark (docs/performance.md): a few minutes on 2 cores; BENCH_ARGS=--help.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

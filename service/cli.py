@@ -43,8 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
     if isinstance(settings, int):
         return settings
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    workers = args.workers or int(os.environ.get("SCORER_WORKERS", "1"))
-    # Seen by every worker's settings: an in-process cache cannot be shared between them.
+    # --workers, else SCORER_WORKERS from the environment or .env, like every other setting.
+    workers = args.workers or settings.workers
+    # Seen by every API process's settings: an in-process cache cannot be shared between them.
     os.environ["SCORER_WORKERS"] = str(workers)
     # The background worker is one more process whose metrics /metrics must add up.
     _prepare_metrics_dir(workers + (0 if args.no_worker else 1))
@@ -178,12 +179,12 @@ async def _api_keys(args: argparse.Namespace) -> int:
                         f"{row.scopes:18}  {state}"
                     )
             elif args.keys_command == "webhook-secret":
-                found = await keys.find_key(session, key_id_or_prefix=args.key)
+                found = await keys.find_key(session, key=args.key)
                 if found is None:
                     return _fail(f"no key {args.key}", 1)
                 print(found.webhook_secret)
             else:
-                revoked = await keys.revoke_api_key(session, key_id_or_prefix=args.key)
+                revoked = await keys.revoke_api_key(session, key=args.key)
                 if revoked is None:
                     return _fail(f"no key {args.key}", 1)
                 print(f"revoked key {revoked.id} ({revoked.name})")
@@ -267,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--workers", type=int, default=None, help="API processes; default: $SCORER_WORKERS or 1"
+        "--workers",
+        type=int,
+        default=None,
+        help="API processes; default: SCORER_WORKERS (environment or .env), else 1",
     )
     serve.add_argument(
         "--no-worker",
@@ -313,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     secret = key_commands.add_parser(
         "webhook-secret", help="show the secret that signs a key's webhooks"
     )
-    secret.add_argument("key", help="the key's id or prefix")
+    secret.add_argument("key", help="the key itself, its id or its prefix")
     revoke = key_commands.add_parser("revoke", help="revoke a key")
-    revoke.add_argument("key", help="the key's id or prefix")
+    revoke.add_argument("key", help="the key itself, its id or its prefix")
     api_keys.set_defaults(run=lambda a: asyncio.run(_api_keys(a)))
 
     simulate = commands.add_parser("simulate", help="run the simulated LLM and analyzer")

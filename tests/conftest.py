@@ -275,7 +275,7 @@ def analysis(score: int = 80) -> httpx.Response:
 
 
 def interview(**changes: Any) -> dict[str, Any]:
-    """A valid request body (the example of DESIGN.md), with top-level changes."""
+    """A valid request body, with top-level changes."""
     body: dict[str, Any] = {
         "candidate": {"name": "Jane Doe", "email": "jane@example.com", "external_id": "ats-4411"},
         "position": {

@@ -23,6 +23,12 @@ def free_port() -> int:
         return port
 
 
+def metric_processes(directory: Path) -> set[str]:
+    """The pids of the processes that wrote metric files in a PROMETHEUS_MULTIPROC_DIR (each
+    writes its own from start-up on)."""
+    return {p.stem.rsplit("_", 1)[-1] for p in directory.glob("gauge_livesum_*.db")}
+
+
 @dataclass(frozen=True)
 class Served:
     """A running `serve`: its base URL and its process."""
@@ -33,7 +39,11 @@ class Served:
 
 @contextmanager
 def serving(
-    *, database_url: str, workdir: Path, workers: int = 1, env: dict[str, str] | None = None
+    *,
+    database_url: str,
+    workdir: Path,
+    workers: int | None = 1,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`interview-scorer serve` on a free loopback port until the block ends; its base URL."""
     with serve_process(database_url=database_url, workdir=workdir, workers=workers, env=env) as s:
@@ -45,11 +55,13 @@ def serve_process(
     *,
     database_url: str,
     workdir: Path,
-    workers: int = 1,
+    workers: int | None = 1,
     env: dict[str, str] | None = None,
     args: Sequence[str] = (),
 ) -> Iterator[Served]:
-    """`interview-scorer serve [args]` on a free loopback port until the block ends."""
+    """`interview-scorer serve [args]` on a free loopback port until the block ends.
+
+    It runs in `workdir`, so a .env there is read; `workers=None` leaves --workers out."""
     port = free_port()
     environment = {
         **os.environ,
@@ -60,7 +72,8 @@ def serve_process(
         **(env or {}),
     }
     log = (workdir / f"serve-{port}.log").open("wb")
-    argv = ["serve", "--port", str(port), "--workers", str(workers), *args]
+    options = [] if workers is None else ["--workers", str(workers)]
+    argv = ["serve", "--port", str(port), *options, *args]
     process = subprocess.Popen(
         [sys.executable, "-m", "service", *argv],
         cwd=workdir,

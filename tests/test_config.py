@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from service.config import SettingsError, load_settings
+from tests.servers import metric_processes, serving
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("SCORER_LLM_API_KEY", "OPENAI_API_KEY", "SCORER_LLM_PROVIDER"):
+    for name in ("SCORER_LLM_API_KEY", "OPENAI_API_KEY", "SCORER_LLM_PROVIDER", "SCORER_WORKERS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
@@ -95,3 +97,19 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "run `interview-scorer migrate` first" in result.stderr
+
+
+def test_serve_takes_its_process_count_from_dotenv(database_url: str, tmp_path: Path) -> None:
+    """SCORER_WORKERS in .env is read like every other setting (it once was read only from the
+    process environment). Each process of serve writes its own metric files: two API
+    processes and the background worker make three."""
+    (tmp_path / ".env").write_text("SCORER_WORKERS=2\n")
+    shared = tmp_path / "metrics"
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+
+    with serving(database_url=database_url, workdir=tmp_path, workers=None, env=env):
+        deadline = time.monotonic() + 30
+        while len(processes := metric_processes(shared)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    assert len(processes) == 3, processes

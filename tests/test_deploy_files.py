@@ -81,6 +81,11 @@ def test_compose_services_healthchecks_and_order() -> None:
     assert environment["SCORER_REDIS_URL"].startswith("redis://redis:")
     assert environment["SCORER_SMTP_HOST"] == "mailpit"
     assert environment["PROMETHEUS_MULTIPROC_DIR"]
+    # The simulator unless .env names a real LLM and analyzer (.env.example sets nothing).
+    assert environment["SCORER_LLM_PROVIDER"] == "${SCORER_LLM_PROVIDER:-simulated}"
+    assert environment["SCORER_LLM_BASE_URL"] == "${SCORER_LLM_BASE_URL:-http://simulator:8900/v1}"
+    analyzer = "${SCORER_PORTFOLIO_ANALYZER_URL:-http://simulator:8900}"
+    assert environment["SCORER_PORTFOLIO_ANALYZER_URL"] == analyzer
 
 
 def test_compose_mounts_existing_files() -> None:
@@ -110,7 +115,30 @@ def test_env_example_names_every_setting() -> None:
     assert missing == [], f"add these settings to .env.example: {missing}"
 
 
-def test_env_example_is_a_valid_configuration() -> None:
-    settings = Settings(_env_file=ROOT / ".env.example")
-    assert settings.llm_provider == "simulated"
-    assert settings.email_from == "Interview Scorer <no-reply@interview-scorer.local>"
+def test_env_example_as_copied_changes_nothing(tmp_path: Path) -> None:
+    """A .env copied from it must not override what a user exported (it once set the simulated
+    provider and compose's host names): every line is commented out."""
+    assignments = [
+        line for line in (ROOT / ".env.example").read_text().splitlines() if re.match(r"\w+=", line)
+    ]
+    assert assignments == []
+    copied = Settings(_env_file=ROOT / ".env.example", llm_api_key="sk-x")
+    assert copied.model_dump() == Settings(_env_file=None, llm_api_key="sk-x").model_dump()
+
+
+def test_env_example_shows_the_true_defaults(tmp_path: Path) -> None:
+    """The first line naming a setting shows its default (settings unset by default show an
+    example instead): uncommented, those lines give the defaults."""
+    defaults = Settings(_env_file=None, llm_api_key="sk-x")
+    shown = {
+        name: value
+        for name, value in _env_example().items()
+        if name.startswith("SCORER_")
+        and name.removeprefix("SCORER_").lower() in Settings.model_fields
+        and getattr(defaults, name.removeprefix("SCORER_").lower()) is not None
+    }
+    assert len(shown) > 50
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("".join(f"{name}={value}\n" for name, value in shown.items()))
+
+    assert Settings(_env_file=dotenv, llm_api_key="sk-x").model_dump() == defaults.model_dump()

@@ -4,11 +4,13 @@ across workers when several serve."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 import respx
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
@@ -19,7 +21,7 @@ from tests.conftest import (
     interview,
     scores_content,
 )
-from tests.servers import serving
+from tests.servers import metric_processes, serving
 
 CHAT = f"{LLM_BASE_URL}/chat/completions"
 ANALYZE = f"{ANALYZER_URL}/analyze"
@@ -122,27 +124,61 @@ async def test_counts_failed_upstream_calls_by_outcome(
 
 
 def test_several_workers_report_one_sum(database_url: str, tmp_path: Path) -> None:
-    # Each worker counts in its own process; /metrics must add them up whichever answers.
+    """Each API process counts in its own files; /metrics adds them up whichever answers."""
     shared = tmp_path / "metrics"
     env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
     with serving(database_url=database_url, workdir=tmp_path, workers=2, env=env) as base_url:
-        with httpx.Client(base_url=base_url, timeout=10) as http:
-            start = sample(
-                http.get("/metrics").text, "scorer_http_requests_total", route="/healthz"
-            )
-            for _ in range(30):
-                assert http.get("/healthz").status_code == 200
-            for _ in range(6):
-                text = http.get("/metrics").text
-                total = sample(text, "scorer_http_requests_total", route="/healthz")
-                assert total == start + 30
-        # Each process writes its own files from start-up on: the two API processes and the
-        # background worker that serve starts beside them; one may still be starting.
+        # /readyz, which nothing else asks (serving waits on /healthz), each request on a new
+        # connection, many at a time: the kernel hands each to whichever process accepts it
+        # first, so both get some. Bounded, not timed.
+        sent = 0
+        while len(_answered(shared)) < 2 and sent < 2000:
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(
+                    pool.map(lambda _: _get(base_url, "/readyz").status_code, range(40))
+                )
+            assert statuses == [200] * 40
+            sent += 40
+        # A process counts a request just after its last byte is sent: wait for the files.
         deadline = time.monotonic() + 30
-        while len(_worker_files(shared)) < 3 and time.monotonic() < deadline:
+        while sum(_answered(shared).values()) < sent:
+            assert time.monotonic() < deadline, _answered(shared)
+            time.sleep(0.05)
+        answered = _answered(shared)
+        assert len(answered) == 2, f"one API process answered all {sent} requests: {answered}"
+        assert sum(answered.values()) == sent
+        # Every scrape, whichever process serves it, reports the sum of both.
+        for _ in range(6):
+            total = sample(_get(base_url, "/metrics").text, REQUESTS, route="/readyz")
+            assert total == sent
+        # The background worker that serve starts beside them writes its own files too.
+        deadline = time.monotonic() + 30
+        while len(metric_processes(shared)) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(_worker_files(shared)) == 3
+        assert len(metric_processes(shared)) == 3
 
 
-def _worker_files(shared: Path) -> set[str]:
-    return {p.stem.rsplit("_", 1)[-1] for p in shared.glob("gauge_livesum_*.db")}
+REQUESTS = "scorer_http_requests_total"
+
+
+def _get(base_url: str, path: str) -> httpx.Response:
+    # A client of its own: no keep-alive connection carries the request to the same process.
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        return http.get(path)
+
+
+def _answered(shared: Path) -> dict[str, float]:
+    """The /readyz requests each process has answered, by pid, from its own counter file."""
+    answered: dict[str, float] = {}
+    for path in shared.glob("counter_*.db"):
+        # prometheus-client's own merge, of one process's file.
+        metrics = MultiProcessCollector.merge([str(path)], accumulate=True)  # type: ignore[no-untyped-call]
+        count = sum(
+            s.value
+            for metric in metrics
+            for s in metric.samples
+            if s.name == REQUESTS and s.labels.get("route") == "/readyz"
+        )
+        if count:
+            answered[path.stem.rsplit("_", 1)[-1]] = count
+    return answered

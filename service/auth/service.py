@@ -61,18 +61,18 @@ async def list_api_keys(session: AsyncSession) -> Sequence[ApiKey]:
     return (await session.scalars(select(ApiKey).order_by(ApiKey.created_at))).all()
 
 
-async def find_key(session: AsyncSession, *, key_id_or_prefix: str) -> ApiKey | None:
-    """The key with this id or display prefix, revoked or not."""
+async def find_key(session: AsyncSession, *, key: str) -> ApiKey | None:
+    """The key named by the key itself, its id or its display prefix, revoked or not."""
     return await session.scalar(
-        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
+        select(ApiKey).where(
+            (ApiKey.key_hash == hash_key(key)) | (ApiKey.id == key) | (ApiKey.prefix == key)
+        )
     )
 
 
-async def revoke_api_key(session: AsyncSession, *, key_id_or_prefix: str) -> ApiKey | None:
-    """Revoke the key with this id or display prefix; None when there is none."""
-    row = await session.scalar(
-        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
-    )
+async def revoke_api_key(session: AsyncSession, *, key: str) -> ApiKey | None:
+    """Revoke the key named by the key itself, its id or its prefix; None when there is none."""
+    row = await find_key(session, key=key)
     if row is not None and row.revoked_at is None:
         row.revoked_at = utcnow()
         await session.flush()

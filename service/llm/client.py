@@ -117,7 +117,7 @@ class LLMClient:
             api_key=api_key,
             base_url=settings.effective_llm_base_url,
             # openai 3.x types this as an httpx2 client; an httpx client works at run time
-            # and lets respx see the calls (CONVENTIONS.md).
+            # and lets respx see the calls (respx does not intercept httpx2).
             http_client=http_client,  # type: ignore[arg-type]
             max_retries=0,
             timeout=settings.llm_timeout_s,

@@ -1,4 +1,4 @@
-"""The analyzer's answer, per contracts/portfolio-analyzer.openapi.yaml; all of it untrusted."""
+"""The analyzer's answer, per its contract (docs/failures.md); all of it untrusted."""
 
 from __future__ import annotations
 

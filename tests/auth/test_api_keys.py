@@ -51,7 +51,7 @@ async def test_protected_endpoints_reject_a_missing_or_wrong_key(
 async def _revoke_the_only_key(app: FastAPI) -> None:
     async with app.state.sessionmaker() as session, session.begin():
         key_id = (await session.scalars(select(ApiKey.id))).one()
-        await revoke_api_key(session, key_id_or_prefix=key_id)
+        await revoke_api_key(session, key=key_id)
 
 
 async def test_a_revoked_key_is_rejected_once_the_process_cache_expires(
@@ -239,3 +239,23 @@ async def test_cli_created_key_authenticates(
     assert (await client.get("/v1/evaluations", headers={"X-API-Key": key})).status_code == 200
     response = await client.post("/v1/evaluations", headers={"X-API-Key": key}, json=interview())
     assert response.status_code == 403
+
+
+def test_cli_shows_the_webhook_secret_by_the_key_its_id_or_its_prefix(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCORER_DATABASE_URL", database_url)
+    assert main(["api-keys", "create", "frontend"]) == 0
+    created = capsys.readouterr().out.strip().splitlines()
+    key_id = created[0].split()[2]
+    secret = created[1].removeprefix("webhook signing secret: ")
+    key = created[-1]
+    assert main(["api-keys", "create", "other"]) == 0
+    capsys.readouterr()
+
+    for name in (key, key_id, key[:10]):
+        assert main(["api-keys", "webhook-secret", name]) == 0
+        assert capsys.readouterr().out.strip() == secret, name
+    # A key that is not one (a typo of the real one) names none.
+    assert main(["api-keys", "webhook-secret", key[:-1] + "?"]) == 1
+    assert "no key" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -28,6 +29,22 @@ GOOD = content({"technical_depth": 4, "communication": 3})
 
 def metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
+
+
+def held_until_joined(
+    joiners: int, *, answer: httpx.Response | None = None
+) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    """An LLM mock that answers once `joiners` more requests have joined an identical one in
+    flight (each counts itself as it joins): a condition, not a sleep. Bounded by the LLM
+    timeout: without coalescing, the requests fail instead."""
+    before = metric("scorer_coalesced_requests_total")
+
+    async def llm(request: httpx.Request) -> httpx.Response:
+        while metric("scorer_coalesced_requests_total") - before < joiners:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        return answer if answer is not None else completion(GOOD)
+
+    return llm
 
 
 def someone_else() -> dict[str, Any]:
@@ -136,11 +153,9 @@ async def test_a_partial_result_is_not_cached(
 async def test_fifty_identical_requests_at_once_make_one_llm_call(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
-    async def slow_llm(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.2)  # keeps the first call in flight while the others arrive
-        return completion(GOOD)
-
-    llm = upstream.post(CHAT).mock(side_effect=slow_llm)
+    # The call is held until the 49 others have joined it: they must share it, not find its
+    # result in the cache afterwards.
+    llm = upstream.post(CHAT).mock(side_effect=held_until_joined(49))
     analyzer = upstream.post(ANALYZE).mock(return_value=analysis())
     shared_before = metric("scorer_coalesced_requests_total") + metric("scorer_cache_hits_total")
 
@@ -161,11 +176,8 @@ async def test_fifty_identical_requests_at_once_make_one_llm_call(
 async def test_an_upstream_error_reaches_every_coalesced_request(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
-    async def rejecting_llm(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.1)
-        return httpx.Response(400, json={"error": {"message": "bad model"}})
-
-    llm = upstream.post(CHAT).mock(side_effect=rejecting_llm)
+    rejection = httpx.Response(400, json={"error": {"message": "bad model"}})
+    llm = upstream.post(CHAT).mock(side_effect=held_until_joined(9, answer=rejection))
     upstream.post(ANALYZE).mock(return_value=analysis())
 
     responses = await asyncio.gather(
@@ -182,11 +194,9 @@ async def test_an_upstream_error_reaches_every_coalesced_request(
 async def test_identical_requests_on_two_replicas_make_one_llm_call(
     settings: Settings, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
-    async def slow_llm(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.3)
-        return completion(GOOD)
-
-    llm = upstream.post(CHAT).mock(side_effect=slow_llm)
+    # Held until each replica's other 9 requests have joined its own in-flight call; the other
+    # replica's first request waits on the Redis lock meanwhile.
+    llm = upstream.post(CHAT).mock(side_effect=held_until_joined(18))
     upstream.post(ANALYZE).mock(return_value=analysis())
     assert app.state.cache.kind == "redis"
     misses = metric("scorer_cache_misses_total")

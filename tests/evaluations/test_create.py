@@ -240,7 +240,7 @@ async def test_analyzer_slower_than_its_timeout_gives_a_partial_evaluation(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
     async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never answers: the timeout decides
         return analysis()
 
     upstream.post(CHAT).mock(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import respx
 from fastapi import FastAPI
+from sqlalchemy import update
 
+from service.database import utcnow
+from service.evaluations.models import Evaluation
 from tests.conftest import (
     ANALYZER_URL,
     LLM_BASE_URL,
@@ -66,6 +70,59 @@ async def test_list_pages_through_everything_newest_first(
 
     assert pages == 3
     assert seen == list(reversed(created))
+
+
+async def pages(
+    client: httpx.AsyncClient, auth: dict[str, str], *, cursor: str | None = None
+) -> list[list[str]]:
+    """The ids of every page from `cursor` on, two to a page."""
+    found: list[list[str]] = []
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/v1/evaluations", params=params, headers=auth)).json()
+        found.append([item["id"] for item in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return found
+
+
+async def set_created_at(app: FastAPI, ids: list[str], moment: datetime) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Evaluation).where(Evaluation.id.in_(ids)).values(created_at=moment)
+        )
+
+
+async def test_pages_are_stable_when_evaluations_share_a_creation_time(
+    client: httpx.AsyncClient, auth: dict[str, str], app: FastAPI
+) -> None:
+    created = [(await score(client, auth))["id"] for _ in range(5)]
+    await set_created_at(app, created, utcnow())
+
+    seen = await pages(client, auth)
+
+    # Equal times are ordered by id, so no evaluation is skipped or shown twice.
+    assert [len(page) for page in seen] == [2, 2, 1]
+    assert [id_ for page in seen for id_ in page] == sorted(created, reverse=True)
+
+
+async def test_pages_are_stable_when_evaluations_arrive_between_them(
+    client: httpx.AsyncClient, auth: dict[str, str], app: FastAPI
+) -> None:
+    created = [(await score(client, auth))["id"] for _ in range(5)]
+    newest_first = list(reversed(created))
+    first = (await client.get("/v1/evaluations", params={"limit": 2}, headers=auth)).json()
+    assert [item["id"] for item in first["items"]] == newest_first[:2]
+
+    # One arrives after the first page; another arrives stamped older than all (a replica's
+    # clock behind): the first sorts before the cursor, the second after it.
+    newer = (await score(client, auth))["id"]
+    backdated = (await score(client, auth))["id"]
+    await set_created_at(app, [backdated], utcnow() - timedelta(days=1))
+    rest = [id_ for page in await pages(client, auth, cursor=first["next_cursor"]) for id_ in page]
+
+    assert rest == [*newest_first[2:], backdated]
+    assert newer not in rest
 
 
 async def test_list_filters(client: httpx.AsyncClient, auth: dict[str, str]) -> None:

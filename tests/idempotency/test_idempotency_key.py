@@ -1,4 +1,4 @@
-"""Idempotency-Key on POST /v1/evaluations: the rows of DESIGN.md's failure table."""
+"""Idempotency-Key on POST /v1/evaluations: the rows of the failure table (docs/caching.md)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from tests.conftest import (
     completion,
     interview,
     serving,
+    settle,
 )
 from tests.conftest import scores_content as content
 from tests.evaluations.test_create import stored_count
@@ -113,28 +114,33 @@ async def test_the_same_key_while_the_first_runs_is_a_conflict(
 async def test_fifty_concurrent_retries_make_one_evaluation(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
-    async def slow_llm(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.1)
+    headers = keyed(auth, "k-50")
+    retries: list[asyncio.Task[httpx.Response]] = []
+
+    async def held_llm(request: httpx.Request) -> httpx.Response:
+        # The first request's call is held until the 49 others have been answered: they all
+        # arrive while it runs (a condition, bounded by the LLM timeout, not a sleep).
+        while sum(retry.done() for retry in retries) < 49:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         return completion(GOOD)
 
-    llm = upstream.post(CHAT).mock(side_effect=slow_llm)
+    llm = upstream.post(CHAT).mock(side_effect=held_llm)
     upstream.post(ANALYZE).mock(return_value=analysis())
-    headers = keyed(auth, "k-50")
 
-    responses = await asyncio.gather(
-        *(client.post("/v1/evaluations", json=interview(), headers=headers) for _ in range(50))
-    )
+    retries += [
+        asyncio.create_task(client.post("/v1/evaluations", json=interview(), headers=headers))
+        for _ in range(50)
+    ]
+    responses = await asyncio.gather(*retries)
     later = await client.post("/v1/evaluations", json=interview(), headers=headers)
 
-    statuses = [r.status_code for r in responses]
-    assert set(statuses) <= {201, 409}
-    created = [r.json() for r in responses if r.status_code == 201]
-    assert len({body["id"] for body in created}) == 1
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 49
     assert llm.call_count == 1
     assert await stored_count(app) == 1
     assert later.status_code == 201
     assert later.headers["idempotent-replayed"] == "true"
-    assert later.json()["id"] == created[0]["id"]
+    first = next(r for r in responses if r.status_code == 201)
+    assert later.json() == first.json()
 
 
 async def test_keys_belong_to_one_api_key(
@@ -249,3 +255,32 @@ async def test_a_retry_on_another_replica_is_a_replay(
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json() == first.json()
     assert await stored_count(app) == 1
+
+
+@pytest.mark.parametrize("prefer", [{}, {"Prefer": "respond-async"}], ids=["sync", "async"])
+async def test_erasing_an_evaluation_erases_its_idempotency_record(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    llm: respx.Route,
+    app: FastAPI,
+    prefer: dict[str, str],
+) -> None:
+    """The record keeps the first response, which names the candidate and their email: an
+    erasure leaves none of it, and a retry under the key is a new request."""
+    headers = {**keyed(auth, "k-erase"), **prefer}
+    first = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    await settle(app)
+    async with app.state.sessionmaker() as session:
+        [record] = (await session.scalars(select(IdempotencyKey))).all()
+    assert "jane@example.com" in (record.response_text or "")
+
+    erased = await client.delete(f"/v1/evaluations/{first.json()['id']}", headers=auth)
+
+    assert erased.status_code == 204
+    assert await key_rows(app) == 0
+    again = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    assert again.status_code == first.status_code
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first.json()["id"]
+    await settle(app)
+    assert llm.call_count == 2

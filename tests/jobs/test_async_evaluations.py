@@ -16,6 +16,7 @@ from service.auth.service import create_api_key
 from service.config import Settings
 from service.database import utcnow
 from service.evaluations.models import Evaluation
+from service.jobs import repository
 from service.main import create_app
 from tests.conftest import completion, scores_content, serving
 from tests.jobs.helpers import ASYNC, CHAT, evaluations, eventually, item_of, numbered
@@ -191,12 +192,16 @@ async def test_a_live_lease_is_left_alone_and_an_expired_one_taken_over(
             .where(Evaluation.id == evaluation_id)
             .values(claimed_by="other-replica", claimed_until=utcnow() + timedelta(minutes=5))
         )
-    runner.start()
-    runner.wake()
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    # A claim, the one a runner makes each round, leaves it alone: asked, not waited for.
+    async with app.state.sessionmaker() as session, session.begin():
+        claimed = await repository.claim(
+            session, worker_id="this-replica", lease_s=60, limit=10, max_attempts=5
+        )
+    assert list(claimed) == []
     assert [e.status for e in await evaluations(app)] == ["pending"]
     assert not upstream.calls
+
+    runner.start()
 
     async with app.state.sessionmaker() as session, session.begin():
         await session.execute(

@@ -12,7 +12,7 @@ import respx
 from fastapi import FastAPI
 
 from service.llm import client as llm_client
-from tests.conftest import completion, interview, scores_content
+from tests.conftest import ANALYZER_URL, analysis, completion, interview, scores_content
 from tests.evaluations.test_create import stored_count
 from tests.llm.helpers import CHAT, assert_problem
 
@@ -84,7 +84,7 @@ async def test_llm_slower_than_its_deadline_is_504(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> None:
     async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never answers: the timeout decides
         return GOOD
 
     upstream.post(CHAT).mock(side_effect=slow)
@@ -155,26 +155,43 @@ async def test_llm_rejecting_the_request_is_502(
 async def test_calls_over_the_concurrency_cap_wait_instead_of_failing(
     client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter
 ) -> None:
-    in_flight = peak = 0
+    cap, count = 2, 8
+    in_flight = peak = analyzed = 0
+    full, all_started = asyncio.Event(), asyncio.Event()
 
     async def llm(request: httpx.Request) -> httpx.Response:
+        # The first `cap` calls meet here, so the peak reaches the cap whatever the timing;
+        # they are held until every request has started scoring (each asks the analyzer beside
+        # its LLM call, which is made or waiting for a slot by then): a missing cap shows as
+        # a higher peak. Events, not sleeps.
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
-        await asyncio.sleep(0.05)
+        if in_flight >= cap:
+            full.set()
+        await full.wait()
+        await all_started.wait()
         in_flight -= 1
         return GOOD
 
+    def analyzer(request: httpx.Request) -> httpx.Response:
+        nonlocal analyzed
+        analyzed += 1
+        if analyzed == count:
+            all_started.set()
+        return analysis()
+
     upstream.post(CHAT).mock(side_effect=llm)
+    upstream.post(f"{ANALYZER_URL}/analyze").mock(side_effect=analyzer)
 
     # Distinct interviews: identical ones would share one call (tests/cache).
-    bodies = [interview(position={"title": f"Engineer {i}"}) for i in range(8)]
+    bodies = [interview(position={"title": f"Engineer {i}"}) for i in range(count)]
     responses = await asyncio.gather(
         *(client.post("/v1/evaluations", json=body, headers=auth) for body in bodies)
     )
 
-    assert [r.status_code for r in responses] == [201] * 8
-    assert peak == 2
+    assert [r.status_code for r in responses] == [201] * count
+    assert peak == cap
 
 
 @pytest.mark.parametrize("settings_overrides", [{"scoring_samples": 3}])
