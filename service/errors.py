@@ -27,8 +27,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://interview-scorer.dev/problems/"
@@ -36,15 +37,44 @@ TYPE_BASE = "https://interview-scorer.dev/problems/"
 logger = logging.getLogger(__name__)
 
 
+class FieldError(BaseModel):
+    """What is wrong with one field of the request."""
+
+    field: str = Field(description="dotted path of the field, e.g. `transcript.0.answer`")
+    message: str
+    type: str = Field(description="a stable code of the failed rule")
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem details body."""
 
-    type: str
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://interview-scorer.dev/problems/validation",
+                    "title": "Validation failed",
+                    "status": 422,
+                    "detail": "The request is invalid: candidate.email",
+                    "instance": "/v1/evaluations",
+                    "errors": [
+                        {
+                            "field": "candidate.email",
+                            "message": "value is not a valid email address",
+                            "type": "value_error",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    type: str = Field(description="a URI naming the kind of problem; `about:blank` for plain HTTP")
     title: str
     status: int
     detail: str
-    instance: str | None = None
-    errors: list[dict[str, str]] | None = None
+    instance: str | None = Field(None, description="the path of the request")
+    errors: list[FieldError] | None = Field(None, description="one entry per invalid field")
 
 
 class ServiceError(Exception):
@@ -182,7 +212,27 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         "detail": exc.detail if isinstance(exc.detail, str) else "",
         "instance": request.url.path,
     }
-    return problem_response(body, status=exc.status_code, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(body, status=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers (RFC 9110): Starlette's Allow names one route's only, and
+    /v1/evaluations is two routes, GET and POST. Only on a 405, so probing is cheap enough."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -210,7 +260,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found",
         409: "Conflict",
         413: "Payload too large",
-        422: "Validation failed, or the transcript cannot be scored",
+        422: "Validation failed (`errors` names each field), or the request cannot be scored",
         502: "LLM output invalid, or the LLM rejected the request",
         503: "LLM unavailable (Retry-After)",
         504: "LLM timeout",
@@ -220,6 +270,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         s: {
             "description": titles.get(s, "Error"),
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            **_PROBLEM_HEADERS.get(s, {}),
         }
         for s in (*statuses, 500)
     }
+
+
+def _header(name: str) -> dict[str, dict[str, str]]:
+    return {name: {"$ref": f"#/components/headers/{name}"}}
+
+
+# The headers a problem of this status always carries (declared in service/openapi.py).
+_PROBLEM_HEADERS = {
+    401: {"headers": _header("WWW-Authenticate")},
+    429: {"headers": _header("Retry-After")},
+    503: {"headers": _header("Retry-After")},
+}

@@ -8,14 +8,29 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
 from service.context import ContextDep
+from service.database import STORABLE_TEXT
 from service.errors import problem_responses
 from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
+from service.openapi import header_refs
 
 router = APIRouter(prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"])
 
-EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's id")]
+EvaluationId = Annotated[
+    str, Path(max_length=64, pattern=STORABLE_TEXT, description="the evaluation's id")
+]
 JSON = "application/json"
+EVALUATION_SCHEMA = {"$ref": "#/components/schemas/EvaluationRead"}
+
+
+def evaluation_links(evaluation_id: str) -> dict[str, dict[str, object]]:
+    """OpenAPI links from an answer that names an evaluation to what can be done with it."""
+    parameters = {"evaluation_id": evaluation_id}
+    return {
+        "GetEvaluation": {"operationId": "getEvaluation", "parameters": parameters},
+        "CreateReview": {"operationId": "createReview", "parameters": parameters},
+        "DeleteEvaluation": {"operationId": "deleteEvaluation", "parameters": parameters},
+    }
 
 
 def _read_response(read: evaluation_service.Read) -> Response:
@@ -24,6 +39,8 @@ def _read_response(read: evaluation_service.Read) -> Response:
     headers = {"Cache-Control": "private, no-cache"}
     if read.hit is not None:
         headers["X-FastAPI-Cache"] = "HIT" if read.hit else "MISS"
+    if read.retry_after_s is not None:
+        headers["Retry-After"] = str(read.retry_after_s)
     return Response(read.body, headers=headers, media_type=JSON)
 
 
@@ -50,13 +67,32 @@ def prefers_async(prefer: str | None) -> bool:
     return any(part.split(";")[0].strip().lower() == "respond-async" for part in prefer.split(","))
 
 
+_CONFLICT = problem_responses(409)[409]
+
+
 @router.post(
     "",
+    operation_id="createEvaluation",
     status_code=status.HTTP_201_CREATED,
     response_model=EvaluationRead,
     responses={
-        202: {"description": "Accepted (Prefer: respond-async): poll the Location"},
+        201: {
+            "description": "Scored and stored (or, with `Idempotent-Replayed`, stored before)",
+            "headers": header_refs("Location", "Idempotent-Replayed"),
+            "links": evaluation_links("$response.body#/id"),
+        },
+        202: {
+            "description": "Accepted (`Prefer: respond-async`): the pending evaluation; poll "
+            "its Location after Retry-After seconds",
+            "content": {JSON: {"schema": EVALUATION_SCHEMA}},
+            "headers": header_refs(
+                "Location", "Preference-Applied", "Retry-After", "Idempotent-Replayed"
+            ),
+            "links": evaluation_links("$response.body#/id"),
+        },
         **problem_responses(401, 403, 409, 413, 422, 502, 503, 504),
+        # While the first request with this Idempotency-Key is still running.
+        409: {**_CONFLICT, "headers": header_refs("Retry-After")},
     },
     summary="Score an interview",
 )
@@ -65,7 +101,9 @@ async def create_evaluation(
     api_key: WriteKey,
     ctx: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
-    prefer: Annotated[str | None, Header(description="respond-async: answer 202 at once")] = None,
+    prefer: Annotated[
+        str | None, Header(alias="Prefer", description="`respond-async`: answer 202 at once")
+    ] = None,
 ) -> Response:
     """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it.
 
@@ -84,8 +122,16 @@ async def create_evaluation(
 
 @router.get(
     "/{evaluation_id}",
+    operation_id="getEvaluation",
     response_model=EvaluationRead,
-    responses=problem_responses(401, 403, 404),
+    responses={
+        200: {
+            "description": "The evaluation; while it is pending, Retry-After says when to ask "
+            "again",
+            "headers": header_refs("Retry-After"),
+        },
+        **problem_responses(401, 403, 404),
+    },
     summary="One evaluation",
 )
 async def read_evaluation(
@@ -112,6 +158,7 @@ async def read_evaluation(
 
 @router.get(
     "",
+    operation_id="listEvaluations",
     response_model=EvaluationPage,
     responses=problem_responses(401, 403, 422),
     summary="List evaluations",
@@ -120,9 +167,11 @@ async def list_evaluations(
     api_key: ReadKey,
     ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
-    candidate_email: Annotated[str | None, Query(max_length=320)] = None,
-    position: Annotated[str | None, Query(max_length=200, description="exact title")] = None,
+    cursor: Annotated[str | None, Query(max_length=500, pattern=STORABLE_TEXT)] = None,
+    candidate_email: Annotated[str | None, Query(max_length=320, pattern=STORABLE_TEXT)] = None,
+    position: Annotated[
+        str | None, Query(max_length=200, pattern=STORABLE_TEXT, description="exact title")
+    ] = None,
     status: Status | None = None,
 ) -> Response:
     """Evaluations, newest first, a page at a time."""
@@ -140,6 +189,7 @@ async def list_evaluations(
 
 @router.delete(
     "/{evaluation_id}",
+    operation_id="deleteEvaluation",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=problem_responses(401, 403, 404),
     summary="Erase an evaluation",

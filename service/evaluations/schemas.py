@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.database import STORABLE_TEXT
 from service.reviews.schemas import ReviewRead
 
 MAX_TRANSCRIPT_TURNS = 100
@@ -29,7 +30,10 @@ Status = Literal["pending", "completed", "failed"]
 Recommendation = Literal[
     "strong_hire", "hire", "no_hire", "strong_no_hire", "insufficient_evidence"
 ]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=STORABLE_TEXT),
+]
 
 
 class _Strict(BaseModel):
@@ -41,25 +45,34 @@ class Candidate(_Strict):
 
     name: ShortText
     email: EmailStr
-    external_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    external_id: Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)] | None = (
+        None
+    )
 
 
 class PositionIn(_Strict):
     """The position the candidate interviewed for."""
 
     title: ShortText
-    level: Annotated[str, StringConstraints(max_length=100)] | None = None
-    description: Annotated[str, StringConstraints(max_length=4_000)] | None = None
+    level: Annotated[str, StringConstraints(max_length=100, pattern=STORABLE_TEXT)] | None = None
+    description: (
+        Annotated[str, StringConstraints(max_length=4_000, pattern=STORABLE_TEXT)] | None
+    ) = None
 
 
-AnchorText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+AnchorText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=STORABLE_TEXT),
+]
 
 
 class Criterion(_Strict):
     """One rubric criterion."""
 
     key: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-    description: Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
+    description: Annotated[
+        str, StringConstraints(min_length=1, max_length=1_000, pattern=STORABLE_TEXT)
+    ]
     weight: float = Field(default=1.0, gt=0, le=100)
     anchors: dict[Literal["1", "3", "5"], AnchorText] | None = Field(
         default=None,
@@ -121,8 +134,10 @@ DEFAULT_RUBRIC = Rubric(
 class Turn(_Strict):
     """One question and the candidate's answer."""
 
-    question: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS)]
-    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS)]
+    question: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=STORABLE_TEXT)
+    ]
+    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS, pattern=STORABLE_TEXT)]
 
 
 class PortfolioIn(_Strict):
@@ -300,12 +315,19 @@ EXAMPLE_EVALUATION: dict[str, Any] = {
     "usage": {"prompt_tokens": 1234, "completion_tokens": 321},
     "cached": False,
     "notifications": [
-        {"to": "jane@example.com", "kind": "candidate_follow_up", "status": "queued"}
+        {
+            "to": "jane@example.com",
+            "kind": "candidate_follow_up",
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": None,
+        }
     ],
     "timings_ms": {"llm": 2010, "portfolio": 1003, "total": 2016},
     "error": None,
     "created_at": "2026-11-23T10:00:00Z",
     "completed_at": "2026-11-23T10:00:02Z",
+    "provenance": None,
 }
 
 

@@ -9,8 +9,9 @@ from service.cache.reads import commit_then_invalidate
 from service.context import ContextDep
 from service.database import SessionDep
 from service.errors import problem_responses
-from service.evaluations.router import EvaluationId
+from service.evaluations.router import EvaluationId, evaluation_links
 from service.evaluations.schemas import EvaluationRead
+from service.openapi import header_refs
 from service.reviews import service as review_service
 from service.reviews.schemas import ReviewCreate
 
@@ -19,8 +20,16 @@ router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
 
 @router.post(
     "/{evaluation_id}/reviews",
+    operation_id="createReview",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses={
+        201: {
+            "description": "Recorded: the evaluation with the review applied",
+            "headers": header_refs("Location"),
+            "links": evaluation_links("$request.path.evaluation_id"),
+        },
+        **problem_responses(401, 403, 404, 409, 422),
+    },
     summary="Review an evaluation",
 )
 async def create_review(

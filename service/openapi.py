@@ -1,0 +1,177 @@
+"""The OpenAPI document: what FastAPI derives from the routes, completed for the frontend.
+
+FastAPI knows the paths, parameters and bodies. What a generated client, a linter (Spectral's
+recommended ruleset, `make lint`) and a fuzzer (schemathesis, tests/contract) also need is
+added here, in one place:
+- `servers`, `contact`, `license` and described `tags`;
+- every error answer as a problem (`application/problem+json`): FastAPI declares the 422 it
+  adds for path and query validation as `application/json`, which the service never sends,
+  and not the 400 it answers to a body it cannot decode;
+- the headers the service sends on purpose, as `components.headers` that routers refer to by
+  name (`header_refs`), and `X-Request-ID` on every answer (the middleware sets it);
+- `security` on every operation that can answer 401;
+- optional parameters as their type alone: a header or a query value is absent, never null;
+- in the bodies only the service writes (success answers, webhook events), every property
+  required: pydantic serializes each field, defaults included, so a client may rely on all of
+  them (in request bodies a default still makes a field optional).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service.auth.dependencies import SECURITY, SECURITY_SCHEMES
+from service.errors import PROBLEM_JSON, Problem, problem_responses
+
+CONTACT = {"name": "Interview Scorer maintainers", "url": "https://interview-scorer.dev"}
+LICENSE = {"name": "Proprietary", "url": "https://interview-scorer.dev/license"}
+# Relative: the document describes the service that serves it, wherever that is.
+SERVERS = [{"url": "/", "description": "the service that serves this document"}]
+TAGS = [
+    {"name": "evaluations", "description": "Score interviews, read, list, review and erase them"},
+    {"name": "batches", "description": "Many interviews at once, scored in the background"},
+    {"name": "health", "description": "Liveness and readiness probes"},
+]
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "Location": {
+        "description": "The path of the resource created or accepted.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the "
+        "same Idempotency-Key and body: nothing was scored or stored again.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before asking again (RFC 9110).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Preference-Applied": {
+        "description": "`respond-async`: the request was accepted to be scored in the "
+        "background (RFC 7240).",
+        "schema": {"type": "string", "enum": ["respond-async"]},
+    },
+    "X-Request-ID": {
+        "description": "The request's id: the caller's X-Request-ID when short and plain, "
+        "else a new one. Every log line of the request carries it.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "WWW-Authenticate": {
+        "description": "`Bearer`: how to authenticate.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+
+
+def header_refs(*names: str) -> dict[str, dict[str, str]]:
+    """The `headers` of a response: references to the declared headers by name."""
+    unknown = set(names) - HEADERS.keys()
+    if unknown:
+        raise KeyError(f"undeclared headers: {sorted(unknown)}")
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """The application's OpenAPI document."""
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        webhooks=app.webhooks.routes,
+        tags=TAGS,
+        servers=SERVERS,
+        contact=CONTACT,
+        license_info=LICENSE,
+    )
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem.pop("$defs", {}))
+    schemas["Problem"] = problem
+    components["headers"] = HEADERS
+    components["securitySchemes"] = SECURITY_SCHEMES
+    validation_problem = problem_responses(422)[422]
+    unreadable_body = {**problem_responses(400)[400], "description": "The body is not JSON"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            # What FastAPI answers to a body it cannot decode at all.
+            if "requestBody" in operation:
+                responses.setdefault("400", copy.deepcopy(unreadable_body))
+            if "401" in responses:
+                operation["security"] = SECURITY
+            # FastAPI's own 422 (path and query validation) is rendered as a problem too.
+            declared = responses.get("422")
+            if declared is not None and PROBLEM_JSON not in declared.get("content", {}):
+                responses["422"] = copy.deepcopy(validation_problem)
+            for response in responses.values():
+                response.setdefault("headers", {}).update(header_refs("X-Request-ID"))
+            for parameter in operation.get("parameters", []):
+                parameter["schema"] = _never_null(parameter["schema"])
+    for operations in schema.get("webhooks", {}).values():
+        for operation in operations.values():
+            # The receiver's answers: FastAPI's 422 would be the service's, not the receiver's.
+            operation["responses"].pop("422", None)
+    # Referenced by FastAPI's 422 only, which is replaced above.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    for name in _written_only(schema):
+        properties = schemas[name].get("properties", {})
+        schemas[name]["required"] = list(properties)
+    return schema
+
+
+def _written_only(schema: dict[str, Any]) -> set[str]:
+    """Component schemas that appear in the service's success answers or webhook bodies only:
+    never in a request, a parameter or a problem."""
+    written: list[Any] = []
+    other: list[Any] = []
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            other.extend([operation.get("parameters", []), operation.get("requestBody", {})])
+            for status, response in operation["responses"].items():
+                (written if status.startswith("2") else other).append(response)
+    for operations in schema.get("webhooks", {}).values():
+        for operation in operations.values():
+            written.append(operation.get("requestBody", {}))
+    schemas = schema["components"]["schemas"]
+    return _reachable(written, schemas) - _reachable(other, schemas)
+
+
+def _reachable(roots: list[Any], schemas: dict[str, Any]) -> set[str]:
+    """The component schemas that `roots` refer to, directly or through others."""
+    prefix = "#/components/schemas/"
+    found: set[str] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix) and ref[len(prefix) :] not in found:
+                found.add(ref[len(prefix) :])
+                stack.append(schemas[ref[len(prefix) :]])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _never_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional parameter's schema without its null branch (FastAPI's `X | None`)."""
+    branches = schema.get("anyOf")
+    if not branches:
+        return schema
+    kept = [b for b in branches if b != {"type": "null"}]
+    if len(kept) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**kept[0], **rest}
