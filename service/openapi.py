@@ -3,7 +3,7 @@
 FastAPI knows the paths, parameters and bodies. What a generated client, a linter (Spectral's
 recommended ruleset, `make lint`) and a fuzzer (schemathesis, tests/contract) also need is
 added here, in one place:
-- `servers`, `contact`, `license` and described `tags`;
+- `servers`, `contact` and described `tags`;
 - every error answer as a problem (`application/problem+json`): FastAPI declares the 422 it
   adds for path and query validation as `application/json`, which the service never sends,
   and not the 400 it answers to a body it cannot decode;
@@ -28,7 +28,6 @@ from service.auth.dependencies import SECURITY, SECURITY_SCHEMES
 from service.errors import PROBLEM_JSON, Problem, problem_responses
 
 CONTACT = {"name": "Interview Scorer maintainers", "url": "https://interview-scorer.dev"}
-LICENSE = {"name": "Proprietary", "url": "https://interview-scorer.dev/license"}
 # Relative: the document describes the service that serves it, wherever that is.
 SERVERS = [{"url": "/", "description": "the service that serves this document"}]
 TAGS = [
@@ -90,7 +89,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         tags=TAGS,
         servers=SERVERS,
         contact=CONTACT,
-        license_info=LICENSE,
     )
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -127,7 +125,34 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for name in _written_only(schema):
         properties = schemas[name].get("properties", {})
         schemas[name]["required"] = list(properties)
+    # FastAPI drops every null from the document, its examples' included.
+    for component in schemas.values():
+        for example in component.get("examples", []):
+            _restore_nulls(example, component, schemas)
     return schema
+
+
+def _restore_nulls(example: object, schema: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Put back in `example` the required properties whose only value was null."""
+    if isinstance(example, list):
+        for item in example:
+            _restore_nulls(item, schema.get("items", {}), schemas)
+        return
+    if not isinstance(example, dict):
+        return
+    for option in [schema, *schema.get("anyOf", [])]:
+        ref = option.get("$ref", "")
+        target = schemas[ref.rsplit("/", 1)[-1]] if ref else option
+        properties = target.get("properties", {})
+        if not properties:
+            continue
+        for name in target.get("required", []):
+            admits_null = {"type": "null"} in properties[name].get("anyOf", [])
+            if name not in example and admits_null:
+                example[name] = None
+        for name, value in example.items():
+            if name in properties:
+                _restore_nulls(value, properties[name], schemas)
 
 
 def _written_only(schema: dict[str, Any]) -> set[str]:

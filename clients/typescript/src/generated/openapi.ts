@@ -688,7 +688,8 @@ export interface components {
          *           "attempts": 0,
          *           "kind": "candidate_follow_up",
          *           "status": "queued",
-         *           "to": "jane@example.com"
+         *           "to": "jane@example.com",
+         *           "next_attempt_at": null
          *         }
          *       ],
          *       "overall_score": 69.7,
@@ -702,7 +703,8 @@ export interface components {
          *         "strengths": [
          *           "tests"
          *         ],
-         *         "summary": "Well-tested repositories."
+         *         "summary": "Well-tested repositories.",
+         *         "detail": null
          *       },
          *       "position": {
          *         "level": "senior",
@@ -721,7 +723,10 @@ export interface components {
          *       "usage": {
          *         "completion_tokens": 321,
          *         "prompt_tokens": 1234
-         *       }
+         *       },
+         *       "review": null,
+         *       "error": null,
+         *       "provenance": null
          *     }
          */
         EvaluationRead: {
