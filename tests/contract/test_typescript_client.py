@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import server_unavailable
 from tests.contract.conftest import Live
 
-CLIENT = Path(__file__).resolve().parents[2] / "clients" / "typescript"
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT = ROOT / "clients" / "typescript"
 
 
 def node_and_npm() -> tuple[str, str]:
@@ -68,3 +69,10 @@ def test_the_typescript_client_against_a_live_service(live: Live, compiled_clien
     counts = dict(re.findall(r"^# (pass|fail|cancelled|todo) (\d+)$", output, re.M))
     assert counts["fail"] == counts["cancelled"] == counts["todo"] == "0", output
     assert int(counts["pass"]) > 0, output
+
+
+def test_the_documented_example_is_the_one_make_lint_compiles() -> None:
+    example = (CLIENT / "examples" / "score.ts").read_text(encoding="utf-8")
+    docs = (ROOT / "docs" / "frontend.md").read_text(encoding="utf-8")
+
+    assert f"```ts\n{example}```" in docs

@@ -23,18 +23,18 @@ export interface ScorerClientOptions {
   /** The service's origin, e.g. `https://scorer.example.com`. */
   baseUrl: string;
   /** Sent as `Authorization: Bearer <key>`; leave it out where a proxy adds the key. */
-  apiKey?: string;
+  apiKey?: string | undefined;
   /** How many times a request that is safe to repeat is retried after a network error, a
    * 429, a 503, a 504 or a 409 for an Idempotency-Key still in use. Default 2. */
-  retries?: number;
+  retries?: number | undefined;
   /** The longest Retry-After honoured, in seconds (a longer one is cut to this). Default 60. */
-  maxRetryAfterS?: number;
+  maxRetryAfterS?: number | undefined;
   /** The fetch to use (default: the global one). */
-  fetch?: (input: Request) => Promise<Response>;
+  fetch?: ((input: Request) => Promise<Response>) | undefined;
   /** How the client waits between attempts and polls (tests replace it). */
-  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  sleep?: ((ms: number, signal?: AbortSignal) => Promise<void>) | undefined;
   /** Makes the Idempotency-Key of a create that was given none (default: a random UUID). */
-  newIdempotencyKey?: () => string;
+  newIdempotencyKey?: (() => string) | undefined;
 }
 
 /** What a request that created something answered, besides its body. */
@@ -56,21 +56,21 @@ export interface Created<T> {
 }
 
 export interface RequestOptions {
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 export interface CreateEvaluationOptions extends RequestOptions {
   /** Reuse a key of your own (say, derived from the ATS's interview id) to make a repeat after
    * a reload safe too; by default each call makes a new one. */
-  idempotencyKey?: string;
+  idempotencyKey?: string | undefined;
   /** Answer 202 at once and score in the background (`Prefer: respond-async`); then poll with
    * waitForEvaluation. */
-  respondAsync?: boolean;
+  respondAsync?: boolean | undefined;
 }
 
 export interface PollOptions extends RequestOptions {
   /** Seconds between polls when the service sends no Retry-After. Default 1. */
-  intervalS?: number;
+  intervalS?: number | undefined;
 }
 
 interface Outcome<T> {
@@ -163,7 +163,7 @@ export class ScorerClient {
    * scored. */
   async getEvaluation(
     evaluationId: string,
-    options: RequestOptions & { include?: "provenance" } = {},
+    options: RequestOptions & { include?: "provenance" | undefined } = {},
   ): Promise<Evaluation> {
     return (await this.#getEvaluation(evaluationId, options)).data;
   }
@@ -278,7 +278,7 @@ export class ScorerClient {
 
   #getEvaluation(
     evaluationId: string,
-    options: RequestOptions & { include?: "provenance" },
+    options: RequestOptions & { include?: "provenance" | undefined },
   ): Promise<Success<Evaluation>> {
     const query = options.include === undefined ? {} : { include: options.include };
     return this.#send(

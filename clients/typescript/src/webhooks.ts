@@ -16,9 +16,9 @@ const EVENT_TYPES: ReadonlySet<string> = new Set([
 ]);
 
 export interface VerifyOptions {
-  toleranceS?: number;
+  toleranceS?: number | undefined;
   /** The current Unix time in seconds (default: the clock's). */
-  nowS?: number;
+  nowS?: number | undefined;
 }
 
 /** The delivery is not signed by the secret, or too old, or not an event. */
