@@ -276,13 +276,14 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _header(name: str) -> dict[str, dict[str, str]]:
-    return {name: {"$ref": f"#/components/headers/{name}"}}
+def header_refs(*names: str) -> dict[str, dict[str, str]]:
+    """The `headers` of an OpenAPI response: references to those service/openapi.py declares."""
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
-# The headers a problem of this status always carries (declared in service/openapi.py).
+# The headers a problem of this status always carries.
 _PROBLEM_HEADERS = {
-    401: {"headers": _header("WWW-Authenticate")},
-    429: {"headers": _header("Retry-After")},
-    503: {"headers": _header("Retry-After")},
+    401: {"headers": header_refs("WWW-Authenticate")},
+    429: {"headers": header_refs("Retry-After")},
+    503: {"headers": header_refs("Retry-After")},
 }

@@ -8,7 +8,8 @@ added here, in one place:
   adds for path and query validation as `application/json`, which the service never sends,
   and not the 400 it answers to a body it cannot decode;
 - the headers the service sends on purpose, as `components.headers` that routers refer to by
-  name (`header_refs`), and `X-Request-ID` on every answer (the middleware sets it);
+  name (service.errors.header_refs; Spectral fails on a name not declared here), and
+  `X-Request-ID` on every answer (the middleware sets it);
 - `security` on every operation that can answer 401;
 - optional parameters as their type alone: a header or a query value is absent, never null;
 - in the bodies only the service writes (success answers, webhook events), every property
@@ -25,7 +26,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service.auth.dependencies import SECURITY, SECURITY_SCHEMES
-from service.errors import PROBLEM_JSON, Problem, problem_responses
+from service.errors import PROBLEM_JSON, Problem, header_refs, problem_responses
 
 CONTACT = {"name": "Interview Scorer maintainers", "url": "https://interview-scorer.dev"}
 # Relative: the document describes the service that serves it, wherever that is.
@@ -68,14 +69,6 @@ HEADERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string"},
     },
 }
-
-
-def header_refs(*names: str) -> dict[str, dict[str, str]]:
-    """The `headers` of a response: references to the declared headers by name."""
-    unknown = set(names) - HEADERS.keys()
-    if unknown:
-        raise KeyError(f"undeclared headers: {sorted(unknown)}")
-    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from service.batches.schemas import BatchCreate, BatchRead
 from service.cache.reads import invalidate_reads
 from service.context import ContextDep
 from service.database import STORABLE_TEXT, SessionDep
-from service.errors import problem_responses
+from service.errors import header_refs, problem_responses
 from service.evaluations.service import POLL_AFTER_S
-from service.openapi import header_refs
 
 router = APIRouter(prefix=batch_service.BATCHES_PATH, tags=["batches"])
 

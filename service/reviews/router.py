@@ -8,10 +8,9 @@ from service.auth.dependencies import WriteKey
 from service.cache.reads import commit_then_invalidate
 from service.context import ContextDep
 from service.database import SessionDep
-from service.errors import problem_responses
+from service.errors import header_refs, problem_responses
 from service.evaluations.router import EvaluationId, evaluation_links
 from service.evaluations.schemas import EvaluationRead
-from service.openapi import header_refs
 from service.reviews import service as review_service
 from service.reviews.schemas import ReviewCreate
 

@@ -1,8 +1,8 @@
 """The webhook events, declared in the OpenAPI document's `webhooks` section.
 
 The bodies are built in service/webhooks/service.py; these models state their contract for
-the document (and so for the generated TypeScript client), and tests/contract checks real
-deliveries against what the document says.
+the document (and so for the generated TypeScript client), and
+tests/jobs/test_webhook_events.py checks real deliveries against what the document says.
 """
 
 from __future__ import annotations
