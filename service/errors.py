@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://interview-scorer.dev/problems/"
@@ -236,19 +237,57 @@ _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    # The exception type only: messages may carry request data.
-    logger.error("unhandled error", extra={"error_type": type(exc).__name__}, exc_info=False)
+    _log_unexpected(exc)
     return problem_response(
         ServiceError("An unexpected error occurred.").problem(request.url.path), status=500
     )
 
 
+class UnexpectedErrors:
+    """Answers an unhandled exception with the 500 problem from inside the middleware stack.
+
+    Starlette's handler for Exception answers from outside every middleware, so its 500 had
+    no X-Request-ID, no security headers and no CORS headers (a browser could not read it).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            _log_unexpected(exc)
+            problem = ServiceError("An unexpected error occurred.").problem(scope["path"])
+            await problem_response(problem, status=500)(scope, receive, send)
+
+
+def _log_unexpected(exc: Exception) -> None:
+    # The exception type only: messages may carry request data.
+    logger.error("unhandled error", extra={"error_type": type(exc).__name__}, exc_info=False)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error as problem+json."""
+    """Render every error as problem+json; call before adding other middleware, so that the
+    500 of an unexpected error passes through them."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # A failure outside UnexpectedErrors (in a middleware) still gets a problem.
     app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(UnexpectedErrors)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
