@@ -49,19 +49,23 @@ def _database(request: pytest.FixtureRequest, workdir: Path) -> Iterator[str]:
 
 
 def create_key(database_url: str, workdir: Path) -> tuple[str, str]:
-    """A key with every scope, made by `interview-scorer api-keys create`; (key, secret)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "api-keys", "create", "contract-tests"],
-        cwd=workdir,
-        env={**os.environ, "SCORER_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    lines = result.stdout.strip().splitlines()
-    secret = next(line for line in lines if line.startswith("webhook signing secret: "))
-    return lines[-1], secret.removeprefix("webhook signing secret: ")
+    """A key with every scope and its webhook secret, from `interview-scorer api-keys`."""
+
+    def cli(*args: str) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "api-keys", *args],
+            cwd=workdir,
+            env={**os.environ, "SCORER_DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout.strip().splitlines()
+
+    created = cli("create", "contract-tests")
+    key_id = created[0].split()[2]  # "created key <id> (...)"; the key is the last line
+    return created[-1], cli("webhook-secret", key_id)[-1]
 
 
 @pytest.fixture(scope="package")
