@@ -18,9 +18,7 @@ export default tseslint.config(
       "@typescript-eslint/no-floating-promises": [
         "error",
         {
-          allowForKnownSafeCalls: [
-            { from: "package", name: ["describe", "it"], package: "node:test" },
-          ],
+          allowForKnownSafeCalls: [{ from: "package", name: ["describe", "it"], package: "node:test" }],
         },
       ],
     },

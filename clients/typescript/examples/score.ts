@@ -1,6 +1,9 @@
 import { ProblemError, ScorerClient } from "@interview-scorer/client";
 
-const scorer = new ScorerClient({ baseUrl: "https://scorer.example.com", apiKey: process.env.SCORER_API_KEY });
+const scorer = new ScorerClient({
+  baseUrl: "https://scorer.example.com",
+  apiKey: process.env.SCORER_API_KEY,
+});
 try {
   const { body: evaluation, replayed } = await scorer.createEvaluation({
     candidate: { name: "Jane Doe", email: "jane@example.com" },

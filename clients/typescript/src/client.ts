@@ -170,14 +170,8 @@ export class ScorerClient {
 
   /** Poll an evaluation until it is no longer pending, waiting what each answer's Retry-After
    * asks; the evaluation completed or failed (`status`, `error`). Bound it with `signal`. */
-  async waitForEvaluation(evaluationId: string, options: PollOptions = {}): Promise<Evaluation> {
-    for (;;) {
-      const { data, response } = await this.#getEvaluation(evaluationId, options);
-      if (data.status !== "pending") {
-        return data;
-      }
-      await this.#wait(response, options);
-    }
+  waitForEvaluation(evaluationId: string, options: PollOptions = {}): Promise<Evaluation> {
+    return this.#poll(() => this.#getEvaluation(evaluationId, options), options);
   }
 
   /** Every page of evaluations, newest first (GET /v1/evaluations), following next_cursor. */
@@ -266,14 +260,8 @@ export class ScorerClient {
   }
 
   /** Poll a batch until no item is pending, waiting what each answer's Retry-After asks. */
-  async waitForEvaluationBatch(batchId: string, options: PollOptions = {}): Promise<EvaluationBatch> {
-    for (;;) {
-      const { data, response } = await this.#getEvaluationBatch(batchId, options);
-      if (data.status !== "pending") {
-        return data;
-      }
-      await this.#wait(response, options);
-    }
+  waitForEvaluationBatch(batchId: string, options: PollOptions = {}): Promise<EvaluationBatch> {
+    return this.#poll(() => this.#getEvaluationBatch(batchId, options), options);
   }
 
   #getEvaluation(
@@ -302,9 +290,19 @@ export class ScorerClient {
     );
   }
 
-  async #wait(response: Response, options: PollOptions): Promise<void> {
-    const seconds = retryAfterSeconds(response.headers.get("Retry-After")) ?? options.intervalS ?? 1;
-    await this.#sleep(Math.min(seconds, this.#maxRetryAfterS) * 1000, options.signal);
+  /** Read until what is read is no longer pending, waiting what each Retry-After asks. */
+  async #poll<T extends { status: string }>(
+    read: () => Promise<Success<T>>,
+    options: PollOptions,
+  ): Promise<T> {
+    for (;;) {
+      const { data, response } = await read();
+      if (data.status !== "pending") {
+        return data;
+      }
+      const seconds = retryAfterSeconds(response.headers.get("Retry-After")) ?? options.intervalS ?? 1;
+      await this.#sleep(Math.min(seconds, this.#maxRetryAfterS) * 1000, options.signal);
+    }
   }
 
   /** One call, retried (when `retry`) while the answer says a repeat may succeed. */
@@ -344,8 +342,7 @@ export class ScorerClient {
 
 function retryable(problem: ProblemError): boolean {
   return (
-    RETRYABLE_STATUSES.has(problem.status) ||
-    (problem.status === 409 && problem.type.endsWith(KEY_IN_USE))
+    RETRYABLE_STATUSES.has(problem.status) || (problem.status === 409 && problem.type.endsWith(KEY_IN_USE))
   );
 }
 

@@ -1,4 +1,5 @@
 import type { components } from "./generated/openapi.js";
+import { isRecord } from "./json.js";
 
 /** An RFC 9457 problem: every error the API answers is one (`application/problem+json`). */
 export type Problem = components["schemas"]["Problem"];
@@ -42,10 +43,6 @@ export class ProblemError extends Error {
   get errors(): FieldError[] {
     return this.problem.errors ?? [];
   }
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function isFieldError(value: unknown): value is FieldError {

@@ -1,4 +1,5 @@
 import type { components } from "./generated/openapi.js";
+import { isRecord } from "./json.js";
 
 export type EvaluationEvent = components["schemas"]["EvaluationEvent"];
 export type BatchEvent = components["schemas"]["BatchEvent"];
@@ -71,19 +72,11 @@ export async function verifyWebhookSignature(
   const message = new Uint8Array(new ArrayBuffer(prefix.byteLength + raw.byteLength));
   message.set(prefix);
   message.set(raw, prefix.byteLength);
-  const key = await crypto.subtle.importKey(
-    "raw",
-    bytes(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["verify"],
-  );
+  const key = await crypto.subtle.importKey("raw", bytes(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+    "verify",
+  ]);
   // verify() compares in constant time.
   return crypto.subtle.verify("HMAC", key, fromHex(signature), message);
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function isWebhookEvent(value: unknown): value is WebhookEvent {

@@ -113,7 +113,9 @@ describe("the client against a live service", { skip }, () => {
   it("lists every page exactly once, following next_cursor", async () => {
     const position = { title: `Lister ${randomUUID()}` };
     const made = await Promise.all(
-      [0, 1, 2, 3, 4].map(async (i) => (await client.createEvaluation(interview(`list-${i}`, { position }))).body.id),
+      [0, 1, 2, 3, 4].map(
+        async (i) => (await client.createEvaluation(interview(`list-${i}`, { position }))).body.id,
+      ),
     );
 
     const pages: string[][] = [];
@@ -125,7 +127,10 @@ describe("the client against a live service", { skip }, () => {
       listed.push(evaluation.id);
     }
 
-    assert.deepEqual(pages.map((p) => p.length), [2, 2, 1]);
+    assert.deepEqual(
+      pages.map((p) => p.length),
+      [2, 2, 1],
+    );
     assert.deepEqual([...pages.flat()].sort(), [...made].sort());
     assert.deepEqual(listed, pages.flat());
   });
@@ -182,11 +187,15 @@ describe("the client against a live service", { skip }, () => {
   });
 
   it("scores a batch in the background", async () => {
-    const accepted = await client.createEvaluationBatch({ items: [interview("batch-0"), interview("batch-1")] });
+    const accepted = await client.createEvaluationBatch({
+      items: [interview("batch-0"), interview("batch-1")],
+    });
 
     assert.equal(accepted.status, 202);
     assert.equal(accepted.location, `/v1/evaluation-batches/${accepted.body.id}`);
-    const done = await client.waitForEvaluationBatch(accepted.body.id, { signal: AbortSignal.timeout(WITHIN_MS) });
+    const done = await client.waitForEvaluationBatch(accepted.body.id, {
+      signal: AbortSignal.timeout(WITHIN_MS),
+    });
     assert.deepEqual(done.counts, { pending: 0, completed: 2, failed: 0, invalid: 0 });
     for (const item of done.items) {
       assert.ok(item.evaluation_id);
@@ -221,7 +230,10 @@ describe("the client against a live service", { skip }, () => {
         receiveWebhook(secret, String(signature), delivery.body.replace("completed", "failed")),
         WebhookVerificationError,
       );
-      await assert.rejects(receiveWebhook(`${secret}x`, String(signature), delivery.body), WebhookVerificationError);
+      await assert.rejects(
+        receiveWebhook(`${secret}x`, String(signature), delivery.body),
+        WebhookVerificationError,
+      );
     } finally {
       hook.close();
     }

@@ -22,21 +22,41 @@ async function vector(): Promise<Vector> {
 describe("verifyWebhookSignature", () => {
   it("accepts the known answer", async () => {
     const v = await vector();
-    assert.equal(await verifyWebhookSignature(v.secret, v.signature_header, v.body, { nowS: v.timestamp }), true);
+    assert.equal(
+      await verifyWebhookSignature(v.secret, v.signature_header, v.body, { nowS: v.timestamp }),
+      true,
+    );
     const bytes = new TextEncoder().encode(v.body);
-    assert.equal(await verifyWebhookSignature(v.secret, v.signature_header, bytes, { nowS: v.timestamp }), true);
+    assert.equal(
+      await verifyWebhookSignature(v.secret, v.signature_header, bytes, { nowS: v.timestamp }),
+      true,
+    );
   });
 
   it("refuses another body, another secret, a stale timestamp and a malformed header", async () => {
     const v = await vector();
     const at = { nowS: v.timestamp };
-    assert.equal(await verifyWebhookSignature(v.secret, v.signature_header, v.body.replace("completed", "failed"), at), false);
+    assert.equal(
+      await verifyWebhookSignature(v.secret, v.signature_header, v.body.replace("completed", "failed"), at),
+      false,
+    );
     assert.equal(await verifyWebhookSignature("whsec_other", v.signature_header, v.body, at), false);
-    assert.equal(await verifyWebhookSignature(v.secret, v.signature_header, v.body, { nowS: v.timestamp + 301 }), false);
-    assert.equal(await verifyWebhookSignature(v.secret, v.signature_header, v.body, { nowS: v.timestamp + 300 }), true);
+    assert.equal(
+      await verifyWebhookSignature(v.secret, v.signature_header, v.body, { nowS: v.timestamp + 301 }),
+      false,
+    );
+    assert.equal(
+      await verifyWebhookSignature(v.secret, v.signature_header, v.body, { nowS: v.timestamp + 300 }),
+      true,
+    );
     const other = v.signature_header.replace(`t=${v.timestamp}`, `t=${v.timestamp + 1}`);
     assert.equal(await verifyWebhookSignature(v.secret, other, v.body, at), false);
-    for (const header of ["", "v1=abc", `t=${v.timestamp}`, `t=x,${v.signature_header.split(",")[1] ?? ""}`]) {
+    for (const header of [
+      "",
+      "v1=abc",
+      `t=${v.timestamp}`,
+      `t=x,${v.signature_header.split(",")[1] ?? ""}`,
+    ]) {
       assert.equal(await verifyWebhookSignature(v.secret, header, v.body, at), false, header);
     }
   });
