@@ -21,10 +21,6 @@ from sqlalchemy.types import TypeDecorator
 
 from service.config import Settings
 
-# What every string the API accepts must match: PostgreSQL's text cannot hold a NUL character
-# (a request carrying one answered 500 there); the schemas state it, so the document does too.
-STORABLE_TEXT = r"^[^\x00]*$"
-
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

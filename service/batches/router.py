@@ -11,9 +11,10 @@ from service.batches import service as batch_service
 from service.batches.schemas import BatchCreate, BatchRead
 from service.cache.reads import invalidate_reads
 from service.context import ContextDep
-from service.database import STORABLE_TEXT, SessionDep
+from service.database import SessionDep
 from service.errors import header_refs, problem_responses
 from service.evaluations.service import POLL_AFTER_S
+from service.storable import STORABLE_TEXT
 
 router = APIRouter(prefix=batch_service.BATCHES_PATH, tags=["batches"])
 

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey
 from service.context import ContextDep
-from service.database import STORABLE_TEXT
 from service.errors import header_refs, problem_responses
 from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
+from service.storable import STORABLE_TEXT
 
 router = APIRouter(prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"])
 

@@ -16,8 +16,8 @@ from pydantic import (
     field_validator,
 )
 
-from service.database import STORABLE_TEXT
 from service.reviews.schemas import ReviewRead
+from service.storable import NO_NUL
 
 MAX_TRANSCRIPT_TURNS = 100
 MAX_QUESTION_CHARS = 2_000
@@ -32,7 +32,8 @@ Recommendation = Literal[
 ]
 ShortText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=STORABLE_TEXT),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    NO_NUL,
 ]
 
 
@@ -45,24 +46,21 @@ class Candidate(_Strict):
 
     name: ShortText
     email: EmailStr
-    external_id: Annotated[str, StringConstraints(max_length=200, pattern=STORABLE_TEXT)] | None = (
-        None
-    )
+    external_id: Annotated[str, StringConstraints(max_length=200), NO_NUL] | None = None
 
 
 class PositionIn(_Strict):
     """The position the candidate interviewed for."""
 
     title: ShortText
-    level: Annotated[str, StringConstraints(max_length=100, pattern=STORABLE_TEXT)] | None = None
-    description: (
-        Annotated[str, StringConstraints(max_length=4_000, pattern=STORABLE_TEXT)] | None
-    ) = None
+    level: Annotated[str, StringConstraints(max_length=100), NO_NUL] | None = None
+    description: Annotated[str, StringConstraints(max_length=4_000), NO_NUL] | None = None
 
 
 AnchorText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=STORABLE_TEXT),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    NO_NUL,
 ]
 
 
@@ -70,9 +68,7 @@ class Criterion(_Strict):
     """One rubric criterion."""
 
     key: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-    description: Annotated[
-        str, StringConstraints(min_length=1, max_length=1_000, pattern=STORABLE_TEXT)
-    ]
+    description: Annotated[str, StringConstraints(min_length=1, max_length=1_000), NO_NUL]
     weight: float = Field(default=1.0, gt=0, le=100)
     anchors: dict[Literal["1", "3", "5"], AnchorText] | None = Field(
         default=None,
@@ -134,10 +130,8 @@ DEFAULT_RUBRIC = Rubric(
 class Turn(_Strict):
     """One question and the candidate's answer."""
 
-    question: Annotated[
-        str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=STORABLE_TEXT)
-    ]
-    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS, pattern=STORABLE_TEXT)]
+    question: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS), NO_NUL]
+    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS), NO_NUL]
 
 
 class PortfolioIn(_Strict):

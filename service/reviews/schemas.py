@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.database import STORABLE_TEXT
+from service.storable import NO_NUL
 
 Decision = Literal["strong_hire", "hire", "no_hire", "strong_no_hire"]
 CriterionKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -48,9 +48,8 @@ class ReviewCreate(BaseModel):
     )
     reason: Annotated[
         str,
-        StringConstraints(
-            strip_whitespace=True, min_length=1, max_length=2000, pattern=STORABLE_TEXT
-        ),
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+        NO_NUL,
     ]
 
     @model_validator(mode="after")
