@@ -44,5 +44,9 @@ EXPOSE 8000
 # slim has no curl: the health check asks /healthz with the standard library.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
-# The worker count comes from SCORER_WORKERS.
+# The API processes (SCORER_WORKERS of them) and, beside them, one background worker that sends
+# the mail, delivers webhooks and scores asynchronous evaluations; serve restarts it if it dies.
+# To run workers as containers of their own (deploy/docker-compose.yml does): the API with
+# `interview-scorer serve --no-worker ...`, the workers with `interview-scorer worker`, whose
+# health check is `interview-scorer worker --check` with SCORER_WORKER_HEARTBEAT_FILE set.
 CMD ["interview-scorer", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -55,7 +55,8 @@ eval: $(STAMP)
 		$(BIN)/python -m tests.golden.run_eval
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache $(CLIENT)/node_modules $(CLIENT)/dist
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache \
+		$(CLIENT)/node_modules $(CLIENT)/dist
 
 # The committed OpenAPI document (tests/test_openapi.py fails when the code drifts from it).
 openapi: $(STAMP)

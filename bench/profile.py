@@ -12,7 +12,7 @@ from pathlib import Path
 # The first rule whose marker is in a sample's stack names its cost; the order matters.
 RULES = (
     ("emails: outbox, delivery (claim, render, send, mark) and its DB writes", "notifications/"),
-    ("LLM: output model construction (pydantic)", "_output_model"),
+    ("LLM: reading, normalizing and validating the answer", "llm/replies"),
     ("API-key lookup (session, ORM select)", "require_scope"),
     ("API-key lookup (session, ORM select)", "find_active_key"),
     ("database: evaluation insert and commit", "Session.flush"),

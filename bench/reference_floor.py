@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 from bench.common import analyzer_request, combine, llm_request
 from service.config import Settings
 from service.http import build_http_client
+from service.runtime import tune_gc
 
 
 def create_app() -> FastAPI:
@@ -35,6 +36,9 @@ def create_app() -> FastAPI:
         settings = Settings(_env_file=None, llm_provider="simulated", http_transport="aiohttp")
         http = build_http_client(settings)
         clients["http"] = http
+        # The service's process tuning too (service/runtime.py): the comparison is of the work
+        # a request does, not of the collector's settings.
+        tune_gc(settings.gc_gen0_threshold)
         clients["llm"] = AsyncOpenAI(
             api_key="floor",
             base_url=f"{upstream}/v1",

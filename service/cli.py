@@ -71,10 +71,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(_args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
-    from service.worker import run_until_stopped
+    from service.worker import heartbeat_age_s, run_until_stopped
 
+    if args.check:
+        try:
+            current = load_settings()
+        except SettingsError as exc:
+            return _fail(str(exc))
+        if current.worker_heartbeat_file is None:
+            return _fail("--check needs SCORER_WORKER_HEARTBEAT_FILE")
+        age = heartbeat_age_s(current)
+        if age is None or age > args.max_age:
+            return _fail(f"no worker heartbeat within {args.max_age:g} s", 1)
+        return 0
     settings = _ready_settings()
     if isinstance(settings, int):
         return settings
@@ -203,6 +214,7 @@ def _simulate(args: argparse.Namespace) -> int:
             failure_rate=args.failure_rate,
             rate_limit_rate=args.rate_limit_rate,
             analyzer_token=args.analyzer_token,
+            json_schema=not args.no_json_schema,
         ),
         host=args.host,
         port=args.port,
@@ -256,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser(
         "worker", help="run a background worker: mail, webhooks, async evaluations and batches"
     )
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="do not run: exit 0 if a running worker reached its database within --max-age "
+        "seconds (its SCORER_WORKER_HEARTBEAT_FILE), 1 if not; for container health checks",
+    )
+    worker.add_argument("--max-age", type=float, default=30.0, metavar="S")
     worker.set_defaults(run=_worker)
 
     commands.add_parser("migrate", help="apply the database migrations").set_defaults(run=_migrate)
@@ -292,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--failure-rate", type=float, default=0.0)
     simulate.add_argument("--rate-limit-rate", type=float, default=0.0)
     simulate.add_argument("--analyzer-token", default=None)
+    simulate.add_argument(
+        "--no-json-schema",
+        action="store_true",
+        help="answer 400 to response_format json_schema, like servers without structured output",
+    )
     simulate.set_defaults(run=_simulate)
 
     demo = commands.add_parser("demo", help="score the sample interviews end to end")

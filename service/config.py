@@ -89,9 +89,16 @@ class Settings(BaseSettings):
     # A verified API key is trusted for this long in each process (0: checked every request);
     # a revocation reaches every process at once over Redis where SCORER_REDIS_URL is set.
     api_key_cache_s: float = Field(default=5.0, ge=0, le=300)
-    # How often the worker asks the database whether work is due (PostgreSQL's NOTIFY and the
-    # API's own writer in one process wake it sooner).
-    worker_poll_s: float = Field(default=0.05, gt=0, le=60)
+    # How often the worker asks the database whether work is due. New work wakes it at once
+    # (PostgreSQL's NOTIFY, a datagram on SQLite: service/wakeup.py); the poll is for retries
+    # whose time has come, leases of dead workers, and a lost wake-up.
+    worker_poll_s: float = Field(default=1.0, gt=0, le=60)
+    # Allocations between young-generation garbage collections in the API and worker processes
+    # (service/runtime.py; 0 keeps Python's default of 700, which costs a quarter of the CPU).
+    gc_gen0_threshold: int = Field(default=10_000, ge=0)
+    # Touched by the worker while it can reach its database (at most once a second), for a
+    # container's health check: `interview-scorer worker --check` (unset: no file).
+    worker_heartbeat_file: Path | None = None
 
     # --- Asynchronous evaluations, batches and webhooks (service/jobs, batches, webhooks). ---
     # Background scorings in flight per process (never more than SCORER_LLM_MAX_CONCURRENCY).

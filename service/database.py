@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
 from service.config import Settings
@@ -98,6 +100,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_pre_ping=True,
         hide_parameters=True,
     )
+
+
+def create_sqlite_writer_engine(engine: AsyncEngine) -> Engine:
+    """A synchronous engine on the same SQLite file, with one connection, for the group writer.
+
+    The writer commits from a thread of its own in one hop (service/writer.py): through
+    aiosqlite every statement of a transaction is a hop of its own to aiosqlite's thread and
+    back, which cost more CPU than the statements themselves."""
+    url = engine.url.set(drivername="sqlite")
+    sync = sa_create_engine(url, poolclass=StaticPool, hide_parameters=True)
+    event.listen(sync, "connect", _sqlite_pragmas)
+    return sync
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,6 +10,8 @@ ServiceError                      base: status, title, a stable type slug, a det
         TranscriptUnscorable      422, the transcript is too short or garbled to score
     UpstreamError                 base of the LLM failures; none of them stores anything
         LLMInvalidOutput          502, the LLM's output failed validation twice
+        LLMRefused                502, the LLM refused (a `refusal`, or its content filter)
+        LLMOutputTruncated        502, the LLM's answer was cut off (finish_reason length)
         LLMRejected               502, the LLM answered 4xx (a wrong key or model, say)
         LLMUnavailable            503 with Retry-After, rate limited or 5xx past the retries
         LLMTimeout                504, the LLM did not answer within the deadline
@@ -154,6 +156,18 @@ class LLMInvalidOutput(UpstreamError):
     status, title, slug = 502, "LLM output invalid", "llm-invalid-output"
 
 
+class LLMRefused(UpstreamError):
+    """The model declined to answer; asking again at temperature 0 gets the same refusal."""
+
+    status, title, slug = 502, "LLM refused", "llm-refused"
+
+
+class LLMOutputTruncated(UpstreamError):
+    """The answer hit the server's output limit; asking again hits it again."""
+
+    status, title, slug = 502, "LLM output cut off", "llm-output-truncated"
+
+
 class LLMRejected(UpstreamError):
     status, title, slug = 502, "LLM rejected the request", "llm-rejected"
 
@@ -293,14 +307,14 @@ def install_error_handlers(app: FastAPI) -> None:
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses."""
     titles = {
-        400: "Bad request",
+        400: "The body is not JSON",
         401: "Missing, unknown or revoked API key",
         403: "The API key lacks the scope",
         404: "Not found",
         409: "Conflict",
         413: "Payload too large",
         422: "Validation failed (`errors` names each field), or the request cannot be scored",
-        502: "LLM output invalid, or the LLM rejected the request",
+        502: "LLM output invalid, refused or cut off, or the LLM rejected the request",
         503: "LLM unavailable (Retry-After)",
         504: "LLM timeout",
         500: "Unexpected error",

@@ -5,7 +5,9 @@ when its dependency is not usable: the database and its migrations), whose failu
 replica out of the load balancer (503), and those in `app.state.degraded_checks` (the cache),
 whose failure is reported while the replica keeps serving: without Redis the service scores
 uncached, and a 503 from every replica would turn a cache outage into a full one.
-A feature with another dependency adds its own check to one of them.
+A feature with another dependency adds its own check to one of them. The body also shows the
+worker's backlog and how this process asks the LLM for structured output (`llm`: JSON mode once
+a server refused `json_schema`, docs/llm-replies.md).
 """
 
 from __future__ import annotations
@@ -13,19 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from functools import cache
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.backlog import Backlog, read_backlog
 from service.errors import PROBLEM_JSON, problem_response
 from service.metrics import JOBS_PENDING, OLDEST_UNCLAIMED_AGE, OUTBOX_DEPTH, render_metrics
-from service.migrate import head_revision
+from service.migrate import database_revision, head_revision
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,6 @@ class NotReady(Exception):
     """A dependency answers but is not usable (migrations behind, say)."""
 
 
-@cache
-def _head() -> str | None:
-    return head_revision()
-
-
 def database_checks(engine: AsyncEngine) -> dict[str, ReadinessCheck]:
     """The database answers, and its migrations are current."""
 
@@ -52,15 +47,10 @@ def database_checks(engine: AsyncEngine) -> dict[str, ReadinessCheck]:
             await connection.execute(text("SELECT 1"))
 
     async def migrations() -> None:
-        def read(connection: Connection) -> str | None:
-            from alembic.runtime.migration import MigrationContext
-
-            return MigrationContext.configure(connection).get_current_revision()
-
         async with engine.connect() as connection:
-            current = await connection.run_sync(read)
-        if current != _head():
-            raise NotReady(f"at {current or 'none'}, not {_head()}")
+            current = await database_revision(connection)
+        if current != head_revision():
+            raise NotReady(f"at {current or 'none'}, not {head_revision()}")
 
     return {"database": database, "migrations": migrations}
 
@@ -138,11 +128,15 @@ async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
         }
         return problem_response(body, status=503)
     degraded = any(outcome[name] != "ok" for name in optional)
+    llm = getattr(request.app.state, "llm", None)
     return {
         "status": "degraded" if degraded else "ok",
         "checks": outcome,
         # A backlog is not a reason to stop answering: the API's part is done; it is shown.
         "worker": backlog.as_dict() if backlog is not None else None,
+        # How this process asks the LLM for structured output (JSON mode after a server
+        # refused json_schema); each worker process decides for itself.
+        "llm": llm.structured_output() if llm is not None else None,
     }
 
 

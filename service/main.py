@@ -29,6 +29,7 @@ from service.middleware import RequestObservability, SecurityHeaders
 from service.openapi import build_openapi
 from service.portfolio.client import PortfolioAnalyzer
 from service.reviews.router import router as reviews_router
+from service.runtime import tune_gc
 from service.webhooks.router import webhooks
 from service.writer import GroupWriter
 
@@ -83,9 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.http_client = http_client
         app.state.cache = cache
         app.state.scorer = scorer
+        app.state.llm = llm
         app.state.writer = writer
         app.state.keys = keys
         writer.start()
+        # Last: what start-up built is frozen out of the collector's work.
+        tune_gc(settings.gc_gen0_threshold)
         # --- deploy: readiness checks (other features add theirs to these dicts)
         app.state.readiness_checks = database_checks(engine)
         app.state.degraded_checks = cache_check(cache)

@@ -8,6 +8,7 @@ up, whichever worker answers. Other features record into the metrics defined her
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -106,11 +107,30 @@ def _outcome_of(exc: BaseException) -> str:
         return "timeout"
     if "RateLimitError" in names:
         return "rate_limited"
-    if names & {"InternalServerError", "APIConnectionError", "TransportError"}:
+    if names & {"InternalServerError", "APIConnectionError", "TransportError", "NotACompletion"}:
         return "unavailable"
     if "APIStatusError" in names:
         return "rejected"
     return "error"
+
+
+# A metric's child per label values, looked up once: `labels()` takes a lock and builds a key
+# on every call, twice per upstream call and twice per request otherwise.
+@functools.cache
+def _in_flight(upstream: str) -> Gauge:
+    return UPSTREAM_IN_FLIGHT.labels(upstream)
+
+
+@functools.cache
+def _outcome_metrics(upstream: str, outcome: str) -> tuple[Counter, Histogram]:
+    return UPSTREAM_CALLS.labels(upstream, outcome), UPSTREAM_LATENCY.labels(upstream, outcome)
+
+
+@functools.cache
+def http_metrics(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter and latency histogram of one method, route template and status."""
+    labels = (method, route, str(status))
+    return HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels)
 
 
 class track_upstream:
@@ -124,7 +144,7 @@ class track_upstream:
         self._started = 0.0
 
     def __enter__(self) -> UpstreamCall:
-        UPSTREAM_IN_FLIGHT.labels(self._upstream).inc()
+        _in_flight(self._upstream).inc()
         self._started = time.perf_counter()
         return self.call
 
@@ -133,10 +153,10 @@ class track_upstream:
     ) -> None:
         if exc is not None:
             self.call.outcome = _outcome_of(exc)
-        UPSTREAM_IN_FLIGHT.labels(self._upstream).dec()
-        labels = (self._upstream, self.call.outcome)
-        UPSTREAM_CALLS.labels(*labels).inc()
-        UPSTREAM_LATENCY.labels(*labels).observe(time.perf_counter() - self._started)
+        _in_flight(self._upstream).dec()
+        calls, latency = _outcome_metrics(self._upstream, self.call.outcome)
+        calls.inc()
+        latency.observe(time.perf_counter() - self._started)
 
     async def __aenter__(self) -> UpstreamCall:
         return self.__enter__()

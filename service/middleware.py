@@ -10,15 +10,15 @@ import re
 import time
 import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import request_id
-from service.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, route_of
+from service.metrics import HTTP_IN_FLIGHT, http_metrics, route_of
 
 access_log = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_RAW = REQUEST_ID_HEADER.lower().encode()
 # A caller's id is kept only when it is short and plain, so it cannot forge log lines.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Probes would drown the access log at info.
@@ -55,9 +55,9 @@ class RequestObservability:
             HTTP_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
             route = route_of(scope)
-            labels = (scope["method"], route, str(status))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_LATENCY.labels(*labels).observe(elapsed)
+            requests, latency = http_metrics(scope["method"], route, status)
+            requests.inc()
+            latency.observe(elapsed)
             access_log.log(
                 logging.DEBUG if route in _QUIET_ROUTES else logging.INFO,
                 "request",
@@ -73,7 +73,8 @@ class RequestObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+                # Appended raw: no response of the service sets it itself.
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID_RAW, rid.encode())]
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 finish()
@@ -99,6 +100,24 @@ DOCS_PATHS = ("/docs", "/redoc")
 STATIC_PREFIX = "/static/"
 
 
+def _security_headers(csp: str, *, cache_control: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    headers = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy", csp.encode()),
+    ]
+    if cache_control is not None:
+        headers.append((b"cache-control", cache_control.encode()))
+    return tuple(headers)
+
+
+_API_HEADERS = _security_headers(API_CSP, cache_control="no-store")
+_DOCS_HEADERS = _security_headers(DOCS_CSP, cache_control="no-store")
+# Static assets (the docs' scripts and styles) may be cached by the browser.
+_STATIC_HEADERS = _security_headers(DOCS_CSP, cache_control=None)
+
+
 class SecurityHeaders:
     """Adds nosniff, no-referrer, DENY framing, a CSP, and no-store on API responses."""
 
@@ -112,18 +131,15 @@ class SecurityHeaders:
         path: str = scope["path"]
         is_docs = path.startswith(DOCS_PATHS)
         is_static = path.startswith(STATIC_PREFIX)
+        added = _DOCS_HEADERS if is_docs else _STATIC_HEADERS if is_static else _API_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault(
-                    "Content-Security-Policy", DOCS_CSP if is_docs or is_static else API_CSP
-                )
-                if not is_static:
-                    headers.setdefault("Cache-Control", "no-store")
+                # Raw header pairs, each added unless the response set it (starlette's
+                # MutableHeaders.setdefault scans every header once per call).
+                raw = message["headers"] = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in raw}
+                raw.extend(pair for pair in added if pair[0] not in present)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

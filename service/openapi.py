@@ -5,8 +5,7 @@ recommended ruleset, `make lint`) and a fuzzer (schemathesis, tests/contract) al
 added here, in one place:
 - `servers`, `contact` and described `tags`;
 - every error answer as a problem (`application/problem+json`): FastAPI declares the 422 it
-  adds for path and query validation as `application/json`, which the service never sends,
-  and not the 400 it answers to a body it cannot decode;
+  adds for path and query validation as `application/json`, which the service never sends;
 - the headers the service sends on purpose, as `components.headers` that routers refer to by
   name (service.errors.header_refs; Spectral fails on a name not declared here), and
   `X-Request-ID` on every answer (the middleware sets it);
@@ -91,13 +90,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["headers"] = HEADERS
     components["securitySchemes"] = SECURITY_SCHEMES
     validation_problem = problem_responses(422)[422]
-    unreadable_body = {**problem_responses(400)[400], "description": "The body is not JSON"}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             responses = operation["responses"]
-            # What FastAPI answers to a body it cannot decode at all.
-            if "requestBody" in operation:
-                responses.setdefault("400", copy.deepcopy(unreadable_body))
             if "401" in responses:
                 operation["security"] = SECURITY
             # FastAPI's own 422 (path and query validation) is rendered as a problem too.

@@ -7,10 +7,12 @@ only writes those rows. Several workers may run at once: every piece of work is 
 lease (FOR UPDATE SKIP LOCKED on PostgreSQL, one conditional UPDATE on SQLite), so none is done
 twice, and work a dead worker had claimed is taken up again when its lease expires.
 
-New work is noticed within `SCORER_WORKER_POLL_S` (50 ms) by a watcher that asks the database
-one cheap question (is anything due?) and wakes only the deliverer that has work; on PostgreSQL
-a LISTEN on the channel the API's writer NOTIFYs at each commit wakes it at once. In-process (the
-test suite) the API's writer wakes it directly.
+New work is noticed at its commit: on PostgreSQL by a LISTEN on the channel the API's writer
+NOTIFYs, on SQLite by a datagram the writer sends to the worker's socket (service/wakeup.py);
+in one process (the test suite) the API's writer wakes it directly. A watcher also asks the
+database every SCORER_WORKER_POLL_S (1 s) whether anything is due, which picks up retries
+whose time has come, claims a dead worker left behind, and work whose wake-up was lost; it
+wakes only the deliverer that has work.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,6 +41,7 @@ from service.notifications import outbox
 from service.notifications.delivery import Deliverer
 from service.notifications.follow_ups import EvaluationFacts
 from service.notifications.sender import EmailSender, build_sender
+from service.wakeup import WakeListener, wake_directory
 from service.webhooks.delivery import CHANNEL as WEBHOOK_CHANNEL
 from service.webhooks.delivery import WebhookDeliverer
 from service.writer import WORK_CHANNEL
@@ -78,6 +83,8 @@ class Worker:
             after_finish=self._after_finish,
         )
         self._wake = asyncio.Event()
+        directory = wake_directory(engine.url)
+        self._listener = WakeListener(directory, self._wake) if directory is not None else None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -92,6 +99,8 @@ class Worker:
         self.webhooks.start()
         self.jobs.start()
         self._tasks = [asyncio.create_task(self._watch(), name="worker-watcher")]
+        if self._listener is not None:
+            self._listener.start()
         if self._engine.dialect.name == "postgresql":
             self._tasks.append(asyncio.create_task(self._listen(), name="worker-listener"))
 
@@ -99,6 +108,8 @@ class Worker:
         """Stop: deliveries in flight finish or hand their claims back, scorings are released."""
         self._stopping = True
         self._wake.set()
+        if self._listener is not None:
+            self._listener.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -114,7 +125,11 @@ class Worker:
             self.deliverer.wake()
 
     async def _watch(self) -> None:
+        heartbeat = Heartbeat(self.settings.worker_heartbeat_file)
         poll_s = self.settings.worker_poll_s
+        if self.settings.worker_heartbeat_file is not None:
+            # The heartbeat says the database was reached lately, however long the poll.
+            poll_s = min(poll_s, Heartbeat.MAX_SILENCE_S)
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll_s):
@@ -128,6 +143,7 @@ class Worker:
                 # The type only: a driver's message may carry a connection string.
                 logger.warning("worker watch failed", extra={"error_type": type(exc).__name__})
                 continue
+            heartbeat.beat()
             if "email" in channels:
                 self.deliverer.wake()
             if WEBHOOK_CHANNEL in channels:
@@ -160,6 +176,42 @@ class Worker:
                         await connection.close(timeout=2)
 
 
+class Heartbeat:
+    """A file whose modification time says when the worker last reached its database."""
+
+    INTERVAL_S = 1.0
+    # The longest the watcher goes without reaching the database when a file is kept.
+    MAX_SILENCE_S = 5.0
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._last = 0.0
+
+    def beat(self) -> None:
+        """Touch the file, unless it was touched less than a second ago."""
+        if self._path is None:
+            return
+        now = time.monotonic()
+        if now - self._last < self.INTERVAL_S:
+            return
+        self._last = now
+        try:
+            self._path.touch()
+        except OSError as exc:
+            logger.warning("worker heartbeat not written", extra={"error_type": type(exc).__name__})
+
+
+def heartbeat_age_s(settings: Settings) -> float | None:
+    """Seconds since the worker's last heartbeat; None without a heartbeat file or a beat."""
+    path = settings.worker_heartbeat_file
+    if path is None:
+        return None
+    try:
+        return max(time.time() - path.stat().st_mtime, 0.0)
+    except OSError:
+        return None
+
+
 async def load_evaluation_facts(session: AsyncSession, ids: set[str]) -> dict[str, EvaluationFacts]:
     """The evaluations the deliverer renders mails from, in one query, without their relations."""
     found = await session.scalars(
@@ -179,6 +231,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     from service.http import build_http_client
     from service.llm.client import LLMClient
     from service.portfolio.client import PortfolioAnalyzer
+    from service.runtime import tune_gc
 
     engine = create_engine(settings)
     http_client = build_http_client(settings)
@@ -202,6 +255,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
         job_concurrency=min(settings.job_concurrency, llm.max_concurrency),
     )
     worker.start()
+    tune_gc(settings.gc_gen0_threshold)
     try:
         yield worker
     finally:

@@ -18,12 +18,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Update
+
+from service.database import create_sqlite_writer_engine
+from service.wakeup import WakeSender, wake_directory
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +79,23 @@ class GroupWriter:
         on_work: OnWork | None = None,
     ) -> None:
         self._engine = engine
+        # On SQLite a group is committed from one thread of the writer's own, in one hop.
+        self._sqlite: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._sqlite = create_sqlite_writer_engine(engine)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-writer")
         self._max_delay_s = max_delay_s
         self._max_rows = max_rows
         # Set by whoever runs a worker in this process (the test suite) to wake it at once.
         self.on_work = on_work
         self._notify = engine.dialect.name == "postgresql"
+        # On SQLite, a datagram to the workers of this database (service/wakeup.py).
+        directory = wake_directory(engine.url)
+        self._wake = WakeSender(directory) if directory is not None else None
         self._queue: asyncio.Queue[tuple[Write, asyncio.Future[None]]] = asyncio.Queue()
+        # Transactions committed so far (a group, or a write retried alone).
+        self.commits = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,13 +105,20 @@ class GroupWriter:
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
-        if self._task is None:
-            return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._thread is not None and self._sqlite is not None:
+            # Closed in its own thread: a SQLite connection is used where it was made.
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.dispose)
+            self._thread.shutdown()
+            self._thread = None
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
 
     async def write(self, write: Write) -> None:
         """Commit `write` with whatever else is waiting; raises what its own rows raised."""
@@ -158,12 +182,19 @@ class GroupWriter:
             _settle(future, None)
 
     async def _commit(self, writes: Sequence[Write]) -> None:
-        async with self._engine.begin() as connection:
-            await _execute(connection, writes)
-            work = any(w.wakes_worker for w in writes)
-            if work and self._notify:
-                # Delivered to the listeners at commit, not before.
-                await connection.execute(text(f"NOTIFY {WORK_CHANNEL}"))
+        work = any(w.wakes_worker for w in writes)
+        if self._sqlite is not None and self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._thread, _commit_sync, self._sqlite, writes
+            )
+        else:
+            async with self._engine.begin() as connection:
+                for statement, parameters in _statements(writes):
+                    await connection.execute(statement, parameters)
+                if work and self._notify:
+                    # Delivered to the listeners at commit, not before.
+                    await connection.execute(text(f"NOTIFY {WORK_CHANNEL}"))
+        self.commits += 1
         if work:
             await self._woken()
 
@@ -175,24 +206,33 @@ class GroupWriter:
         await self._woken()
 
     async def _woken(self) -> None:
+        if self._wake is not None:
+            self._wake.send()
         if self.on_work is not None:
             woken = self.on_work()
             if woken is not None:
                 await woken
 
 
-async def _execute(connection: AsyncConnection, writes: Sequence[Write]) -> None:
-    # One executemany per table, in the order tables first appear (parents before children),
-    # each table's rows in the order of the writes.
+def _statements(writes: Sequence[Write]) -> list[tuple[Executable, Any]]:
+    """One executemany per table, in the order tables first appear (parents before children),
+    each table's rows in the order of the writes; then every update."""
     by_table: dict[str, tuple[Table, list[dict[str, Any]]]] = {}
     for write in writes:
         for table, rows in write.inserts:
             by_table.setdefault(table.name, (table, []))[1].extend(rows)
-    for table, rows in by_table.values():
-        await connection.execute(table.insert(), rows)
-    for write in writes:
-        for statement in write.updates:
-            await connection.execute(statement)
+    statements: list[tuple[Executable, Any]] = [
+        (table.insert(), rows) for table, rows in by_table.values()
+    ]
+    statements.extend((statement, None) for write in writes for statement in write.updates)
+    return statements
+
+
+def _commit_sync(engine: Engine, writes: Sequence[Write]) -> None:
+    # In the writer's thread: the whole transaction in one hop from the event loop.
+    with engine.begin() as connection:
+        for statement, parameters in _statements(writes):
+            connection.execute(statement, parameters)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

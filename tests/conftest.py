@@ -106,6 +106,9 @@ def settings(database_url: str, settings_overrides: dict[str, Any], tmp_path: Pa
         "scoring_deadline_s": 30,
         "llm_timeout_s": 10,
         "portfolio_timeout_s": 5,
+        # The suite's process hosts many apps in turn: the collector keeps Python's defaults
+        # (tests/test_runtime.py checks the tuning itself, in a process of its own).
+        "gc_gen0_threshold": 0,
     }
     values.update(settings_overrides)
     return Settings(_env_file=None, **values)

@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,8 +26,8 @@ def free_port() -> int:
 
 @contextmanager
 def _running(
-    args: list[str], *, health_url: str, workdir: Path, name: str, env: dict[str, str]
-) -> Iterator[None]:
+    args: Sequence[str], *, health_url: str, workdir: Path, name: str, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m service ARGS` until the block ends, once `health_url` answers 200."""
     log = (workdir / f"{name}.log").open("wb")
     process = subprocess.Popen(
@@ -52,7 +53,7 @@ def _running(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{args[0]} did not answer {health_url} within 60 s")
             time.sleep(0.1)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -63,11 +64,33 @@ def _running(
         log.close()
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running `serve`: its base URL and its process."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+
 @contextmanager
 def serving(
     *, database_url: str, workdir: Path, workers: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """`interview-scorer serve` on a free loopback port until the block ends; its base URL."""
+    with serve_process(database_url=database_url, workdir=workdir, workers=workers, env=env) as s:
+        yield s.base_url
+
+
+@contextmanager
+def serve_process(
+    *,
+    database_url: str,
+    workdir: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[Served]:
+    """`interview-scorer serve [args]` on a free loopback port until the block ends."""
     port = free_port()
     environment = {
         **os.environ,
@@ -78,15 +101,15 @@ def serving(
         **(env or {}),
     }
     base_url = f"http://127.0.0.1:{port}"
-    args = ["serve", "--port", str(port), "--workers", str(workers)]
+    argv = ["serve", "--port", str(port), "--workers", str(workers), *args]
     with _running(
-        args,
+        argv,
         health_url=f"{base_url}/healthz",
         workdir=workdir,
         name=f"serve-{port}",
         env=environment,
-    ):
-        yield base_url
+    ) as process:
+        yield Served(base_url, process)
 
 
 @contextmanager
@@ -104,3 +127,22 @@ def simulating(*, workdir: Path) -> Iterator[str]:
         env=dict(os.environ),
     ):
         yield base_url
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """A process's argv, or [] when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []

@@ -50,8 +50,8 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_compose_services_healthchecks_and_order() -> None:
     services = compose()["services"]
-    assert {"api", "migrate", "postgres", "redis", "mailpit", "lb"} <= set(services)
-    for name in ("api", "postgres", "redis", "mailpit", "lb"):
+    assert {"api", "worker", "migrate", "postgres", "redis", "mailpit", "lb"} <= set(services)
+    for name in ("api", "worker", "postgres", "redis", "mailpit", "lb"):
         assert services[name]["healthcheck"]["test"], name
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
 
@@ -59,10 +59,17 @@ def test_compose_services_healthchecks_and_order() -> None:
     assert migrate["command"] == ["interview-scorer", "migrate"]
     assert migrate["restart"] == "no"
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert api["command"][:2] == ["interview-scorer", "serve"]
-    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    for name in ("postgres", "redis"):
-        assert api["depends_on"][name]["condition"] == "service_healthy"
+    # The API only answers; the worker service does what follows the answer.
+    assert api["command"][:3] == ["interview-scorer", "serve", "--no-worker"]
+    worker = services["worker"]
+    assert worker["command"] == ["interview-scorer", "worker"]
+    assert worker["healthcheck"]["test"][1:4] == ["interview-scorer", "worker", "--check"]
+    assert worker["environment"]["SCORER_WORKER_HEARTBEAT_FILE"]
+    assert worker["environment"]["SCORER_SMTP_HOST"] == "mailpit"
+    for service in (api, worker):
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        for name in ("postgres", "redis"):
+            assert service["depends_on"][name]["condition"] == "service_healthy"
     assert services["lb"]["depends_on"]["api"]["condition"] == "service_healthy"
     replicas = str(api["deploy"]["replicas"])
     default = re.fullmatch(r"\$\{SCORER_API_REPLICAS:-(\d+)\}", replicas)

@@ -37,6 +37,8 @@ async def test_healthz_is_ok(client: httpx.AsyncClient) -> None:
 
 
 IDLE = {"messages": 0, "evaluations": 0, "oldest_unclaimed_age_s": 0.0}
+# Structured output under the schema: no server has refused it (tests/llm/test_json_mode.py).
+UNDER_SCHEMA = {"response_format": "json_schema", "fallback_reason": None}
 
 
 async def test_ready_when_database_is_current(client: httpx.AsyncClient) -> None:
@@ -46,6 +48,7 @@ async def test_ready_when_database_is_current(client: httpx.AsyncClient) -> None
         "status": "ok",
         "checks": {"database": "ok", "migrations": "ok", "cache": "ok"},
         "worker": IDLE,
+        "llm": UNDER_SCHEMA,
     }
 
 
@@ -151,6 +154,7 @@ async def test_ready_checks_the_configured_cache(settings: Settings, redis_url: 
         "status": "ok",
         "checks": {"database": "ok", "migrations": "ok", "cache": "ok"},
         "worker": IDLE,
+        "llm": UNDER_SCHEMA,
     }
 
 
@@ -163,4 +167,5 @@ async def test_a_cache_outage_is_reported_and_the_replica_stays_ready(settings: 
         "status": "degraded",
         "checks": {"database": "ok", "migrations": "ok", "cache": "down"},
         "worker": IDLE,
+        "llm": UNDER_SCHEMA,
     }

@@ -23,6 +23,7 @@ from service.devtools.simulator import (
     generate_instance,
     start_simulator,
 )
+from service.llm.prompts import with_schema_in_prompt
 
 FAST = SimulatorConfig(llm_latency_s=0.0, analyzer_latency_s=0.0)
 
@@ -429,3 +430,22 @@ def test_quote_is_verbatim_across_irregular_whitespace() -> None:
             assert quote in (LONG_ANSWER, "Two words.") or (
                 quote in LONG_ANSWER and 6 <= len(quote.split()) <= 12
             )
+
+
+@pytest.mark.asyncio
+async def test_without_json_schema_it_refuses_the_schema_and_answers_json_mode() -> None:
+    """Like servers without structured output: 400 to json_schema; in JSON mode an instance of
+    the schema the service writes into the system message."""
+    config = SimulatorConfig(llm_latency_s=0, analyzer_latency_s=0, json_schema=False)
+    async with _simulator(config) as port, _llm(port) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await _score(client, TURNS)
+        messages: Any = with_schema_in_prompt(_messages(TURNS), SCHEMA)  # type: ignore[arg-type]
+        completion = await client.chat.completions.create(
+            model="m", messages=messages, temperature=0, response_format={"type": "json_object"}
+        )
+
+    assert "response_format" in refused.value.message
+    content = completion.choices[0].message.content
+    assert content is not None
+    _validate(json.loads(content), SCHEMA, SCHEMA)

@@ -55,29 +55,43 @@ class KeyCache:
         self._sessionmaker = sessionmaker
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[float, ApiKey]] = {}
+        # One lookup per key at a time: the requests that arrive while it runs (a thousand at
+        # once when the entry expires under load) share it instead of each asking the database.
+        self._lookups: dict[str, asyncio.Future[ApiKey | None]] = {}
+        # Bumped by every forget(): a lookup that began before a revocation is not kept.
+        self._generation = 0
         self._listener: asyncio.Task[None] | None = None
 
     async def find(self, key: str) -> ApiKey | None:
         """The unrevoked key matching `key`, or None."""
         digest = hash_key(key)
-        now = time.monotonic()
         entry = self._entries.get(digest)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > time.monotonic():
             return entry[1]
-        # Its own short session: the request's session must not hold a connection from here
-        # through the upstream calls.
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(digest))
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        # Shielded: a caller that goes away does not cancel the others' answer.
+        return await asyncio.shield(lookup)
+
+    async def _look_up(self, digest: str) -> ApiKey | None:
+        generation = self._generation
+        # Its own short session: no connection is held from here through the upstream calls.
         async with self._sessionmaker() as session:
             row = await find_active_key_by_hash(session, digest=digest)
         if row is None:
             self._entries.pop(digest, None)
-        elif self._ttl_s > 0:
+        elif self._ttl_s > 0 and generation == self._generation:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[digest] = (now + self._ttl_s, row)
+            self._entries[digest] = (time.monotonic() + self._ttl_s, row)
         return row
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop the key with this id (every key when None)."""
+        self._generation += 1
         if key_id is None:
             self._entries.clear()
             return
@@ -126,22 +140,25 @@ def _presented_key(request: Request) -> str | None:
     return headers.get("x-api-key") or None
 
 
+async def authenticate(request: Request, scope: str) -> ApiKey:
+    """The caller's key, if it has `scope`; else 401 (no key, an unknown or revoked one) or 403."""
+    key = _presented_key(request)
+    if not key:
+        raise AuthenticationError("An API key is required (Authorization: Bearer or X-API-Key).")
+    keys: KeyCache = request.app.state.keys
+    api_key = await keys.find(key)
+    if api_key is None:
+        raise AuthenticationError("The API key is unknown or revoked.")
+    if scope not in api_key.scope_set:
+        raise PermissionDenied(f"The API key lacks the '{scope}' scope.")
+    return api_key
+
+
 def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that returns the caller's key, or fails with 401 or 403."""
 
     async def dependency(request: Request) -> ApiKey:
-        key = _presented_key(request)
-        if not key:
-            raise AuthenticationError(
-                "An API key is required (Authorization: Bearer or X-API-Key)."
-            )
-        keys: KeyCache = request.app.state.keys
-        api_key = await keys.find(key)
-        if api_key is None:
-            raise AuthenticationError("The API key is unknown or revoked.")
-        if scope not in api_key.scope_set:
-            raise PermissionDenied(f"The API key lacks the '{scope}' scope.")
-        return api_key
+        return await authenticate(request, scope)
 
     return dependency
 

@@ -36,7 +36,8 @@ BatchId = Annotated[str, Path(max_length=64, pattern=STORABLE_TEXT, description=
                 }
             },
         },
-        **problem_responses(401, 403, 413, 422),
+        # 400: FastAPI's answer to a body it cannot decode.
+        **problem_responses(400, 401, 403, 413, 422),
     },
     summary="Score many interviews in the background",
 )

@@ -23,6 +23,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 _TRANSCRIPT_RE = re.compile(r"<transcript_json>(.*?)</transcript_json>", re.DOTALL)
+# Where JSON mode finds the schema: after these words in a system message, as the service puts
+# it there (service/llm/prompts.py, with_schema_in_prompt).
+_SCHEMA_IN_PROMPT = "JSON schema:"
 _WORD_RE = re.compile(r"\S+")
 _MAX_DEPTH = 12  # recursive $ref schemas stop growing past this depth
 _SENTENCE_NAMES = frozenset({"reasoning", "rationale", "summary"})
@@ -42,6 +45,9 @@ class SimulatorConfig:
     failure_rate: float = 0.0
     rate_limit_rate: float = 0.0
     analyzer_token: str | None = None
+    # False: answer 400 to `response_format: json_schema`, as servers without structured output
+    # do; JSON mode (`json_object`) then answers from the schema written in the system message.
+    json_schema: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,24 @@ def parse_transcript(messages: list[Any]) -> TranscriptContext:
     items = turns if isinstance(turns, list) else []
     answers = (t.get("answer") for t in items if isinstance(t, dict))
     return TranscriptContext(tuple(a if isinstance(a, str) else "" for a in answers))
+
+
+def schema_in_prompt(messages: list[Any]) -> dict[str, Any] | None:
+    """The JSON schema a system message carries after "JSON schema:" (JSON mode), if any."""
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "system":
+            continue
+        text = _message_text(message)
+        at = text.rfind(_SCHEMA_IN_PROMPT)
+        if at == -1:
+            continue
+        try:
+            schema, _ = json.JSONDecoder().raw_decode(text[at + len(_SCHEMA_IN_PROMPT) :].lstrip())
+        except ValueError:
+            continue
+        if isinstance(schema, dict):
+            return schema
+    return None
 
 
 def _message_text(message: dict[str, Any]) -> str:
@@ -290,8 +314,15 @@ async def _chat(request: web.Request) -> web.Response:
         return _openai_error(500, "simulated failure", "server_error")
     messages: list[Any] = body["messages"]
     fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_schema" and not cfg.json_schema:
+        return _openai_error(
+            400, "response_format json_schema is not supported here", "invalid_request_error"
+        )
     spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
     schema = spec.get("schema") if isinstance(spec, dict) else None
+    if kind == "json_object":
+        schema = schema_in_prompt(messages)
     if isinstance(schema, dict):
         seed_text = json.dumps({"messages": messages, "schema": schema}, sort_keys=True)
         rng = random.Random(hashlib.sha256(seed_text.encode()).digest())

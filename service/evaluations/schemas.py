@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     HttpUrl,
     StringConstraints,
@@ -16,6 +15,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.evaluations.email_address import EmailAddress
 from service.reviews.schemas import ReviewRead
 from service.storable import NO_NUL
 
@@ -45,7 +45,7 @@ class Candidate(_Strict):
     """Who was interviewed; used for storage and emails only, never sent to the LLM."""
 
     name: ShortText
-    email: EmailStr
+    email: EmailAddress
     external_id: Annotated[str, StringConstraints(max_length=200), NO_NUL] | None = None
 
 
@@ -144,7 +144,7 @@ class Notify(_Strict):
     """Who gets follow-up emails."""
 
     candidate: bool = True
-    recruiters: list[EmailStr] = Field(default_factory=list, max_length=MAX_RECRUITERS)
+    recruiters: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECRUITERS)
 
 
 EXAMPLE_REQUEST: dict[str, Any] = {
@@ -305,7 +305,7 @@ EXAMPLE_EVALUATION: dict[str, Any] = {
     "review": None,
     "reviews": [],
     "model": "gpt-4o-mini",
-    "prompt_version": "2026-11-23",
+    "prompt_version": "2026-12-05",
     "usage": {"prompt_tokens": 1234, "completion_tokens": 321},
     "cached": False,
     "notifications": [
@@ -331,13 +331,27 @@ class AttemptRead(BaseModel):
     model: str | None = None
     system_fingerprint: str | None = None
     seed: int | None = Field(None, description="the seed sent; honoured where the server can")
+    response_format: Literal["json_schema", "json_object"] | None = Field(
+        None,
+        description="json_schema: strict structured output; json_object: JSON mode with the "
+        "schema in the prompt, for a server that answered 400 to json_schema",
+    )
     finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int | None = Field(0, description="null when the server did not report it")
+    completion_tokens: int | None = Field(0, description="null when the server did not report it")
     raw_output: str | None = None
+    extracted_from: str | None = Field(
+        None,
+        description="where the JSON was found when it was not the whole content: tool_call, "
+        "markdown_fence, surrounding_text",
+    )
+    normalized: list[str] = Field(
+        default_factory=list,
+        description="each normalization rule applied to the answer (docs/llm-replies.md)",
+    )
     validation_error: str | None = Field(None, description="why the output was rejected")
     refusal: str | None = None
-    error: str | None = Field(None, description="a transient failure that was retried")
+    error: str | None = Field(None, description="a failure that was retried")
 
 
 class ProvenanceRead(BaseModel):
@@ -348,6 +362,9 @@ class ProvenanceRead(BaseModel):
     model: str | None = Field(None, description="the model requested")
     seed: int | None = None
     temperature: float | None = None
+    response_format: Literal["json_schema", "json_object"] | None = Field(
+        None, description="json_object when some answer was asked for in JSON mode"
+    )
     system_fingerprints: list[str] = Field(default_factory=list)
     samples: list[list[AttemptRead]] = Field(
         default_factory=list, description="per sample, every attempt in order"

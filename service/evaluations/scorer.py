@@ -185,6 +185,12 @@ class Scorer:
                 "seed": SEED,
                 "temperature": TEMPERATURE,
                 "system_fingerprints": fingerprints,
+                # json_object: some answer was asked for in JSON mode, the schema in the prompt.
+                "response_format": (
+                    "json_object"
+                    if any(o.response_format == "json_object" for o in outputs)
+                    else "json_schema"
+                ),
                 "samples": [o.attempts for o in outputs],
             },
         )

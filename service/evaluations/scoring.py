@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 import unicodedata
@@ -77,6 +78,9 @@ _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 
 
+# One request folds each answer several times (the quality gate, the quote checks): the last
+# few hundred foldings are remembered.
+@functools.lru_cache(maxsize=512)
 def normalise(text: str) -> str:
     """Text folded for quote matching: case, width, punctuation and whitespace ignored."""
     text = unicodedata.normalize("NFKC", text).casefold()

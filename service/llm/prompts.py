@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-PROMPT_VERSION = "2026-11-23"
+PROMPT_VERSION = "2026-12-05"
 
 SYSTEM_PROMPT = """\
 You are a careful, fair interview assessor. You score a candidate's answers against a rubric.
@@ -53,8 +53,15 @@ def response_schema(criterion_keys: list[str]) -> dict[str, Any]:
                     "properties": {"quote": {"type": "string"}},
                 },
             },
-            "insufficient_evidence": {"type": "boolean"},
-            "score": {"type": ["integer", "null"], "enum": [1, 2, 3, 4, 5, None]},
+            "insufficient_evidence": {
+                "type": "boolean",
+                "description": "true when the transcript gives no evidence for this criterion",
+            },
+            "score": {
+                "type": ["integer", "null"],
+                "enum": [1, 2, 3, 4, 5, None],
+                "description": "1 to 5; null exactly when insufficient_evidence is true",
+            },
         },
     }
     return {
@@ -114,6 +121,19 @@ def build_messages(
         link = _data_json(portfolio_url)
         user += f"\nPortfolio link (data):\n<portfolio_url>{link}</portfolio_url>\n"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def with_schema_in_prompt(
+    messages: list[dict[str, str]], schema: dict[str, Any]
+) -> list[dict[str, str]]:
+    """The messages for a server without `json_schema` structured output (JSON mode): the
+    schema goes into the system message instead."""
+    system, *rest = messages
+    instruction = (
+        "\n\nYour answer is one JSON object, with no Markdown and no text around it, valid "
+        f"against this JSON schema:\n{json.dumps(schema, separators=(',', ':'))}"
+    )
+    return [{**system, "content": system["content"] + instruction}, *rest]
 
 
 def repair_message(error: str) -> dict[str, str]:

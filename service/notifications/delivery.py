@@ -24,8 +24,9 @@ from service.config import Settings
 from service.metrics import OUTBOX_FAILURES
 from service.notifications import outbox
 from service.notifications.follow_ups import EvaluationFacts, render_mail
+from service.notifications.mime import Mail
 from service.notifications.outbox import OutboxMessage
-from service.notifications.sender import DeliveryError, EmailSender, Mail
+from service.notifications.sender import DeliveryError, EmailSender
 
 log = logging.getLogger(__name__)
 

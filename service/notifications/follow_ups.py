@@ -16,8 +16,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from service.config import Settings
 from service.database import new_id
+from service.notifications.mime import Mail
 from service.notifications.outbox import OutboxMessage
-from service.notifications.sender import Mail, sender_domain
+from service.notifications.sender import sender_domain
 
 CANDIDATE_FOLLOW_UP = "candidate_follow_up"
 RECRUITER_SUMMARY = "recruiter_summary"

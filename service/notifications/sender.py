@@ -8,13 +8,7 @@ import os
 import re
 import ssl
 import sys
-import tempfile
-from dataclasses import dataclass
-from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Protocol
 
@@ -22,18 +16,9 @@ import aiosmtplib
 
 from service.config import Settings
 from service.database import utcnow
+from service.notifications.mime import Mail, message_bytes
 
-
-@dataclass(frozen=True)
-class Mail:
-    """A rendered mail, as stored in the outbox."""
-
-    message_id: str
-    sender: str
-    recipient: str
-    subject: str
-    text: str
-    html: str | None
+__all__ = ["ConsoleSender", "DeliveryError", "EmailSender", "FileSender", "Mail", "SmtpSender"]
 
 
 class DeliveryError(Exception):
@@ -59,43 +44,22 @@ def sender_domain(email_from: str) -> str:
     return address.rpartition("@")[2] or "localhost"
 
 
-def build_message(mail: Mail) -> Message:
-    """The MIME message: text, and HTML as its alternative.
-
-    Built with the compat32 classes: the modern policy's header folding drops the space between
-    two encoded words (CPython 3.11), which mangles long non-ASCII subjects such as Korean ones.
-    """
-    message: Message
-    if mail.html is None:
-        message = MIMEText(mail.text, "plain", "utf-8")
-    else:
-        message = MIMEMultipart("alternative")
-        message.attach(MIMEText(mail.text, "plain", "utf-8"))
-        message.attach(MIMEText(mail.html, "html", "utf-8"))
-    name, address = parseaddr(mail.sender)
-    message["From"] = formataddr((name, address), charset="utf-8")
-    message["To"] = mail.recipient
-    if mail.subject.isascii():
-        message["Subject"] = mail.subject
-    else:
-        # compat32 messages take Header objects; typeshed only knows str.
-        message["Subject"] = Header(mail.subject, "utf-8")  # type: ignore[assignment]
-    message["Message-ID"] = mail.message_id
-    message["Date"] = format_datetime(utcnow())
-    # Tells autoresponders not to answer (RFC 3834).
-    message["Auto-Submitted"] = "auto-generated"
-    return message
-
-
 def _write_atomically(directory: Path, name: str, data: bytes) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    # The temporary name is the final one's and this process's: unique without drawing random
+    # names (tempfile's cost more than the write), and two workers sending the same mail again
+    # after a lost lease each rename a whole file of their own.
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         os.replace(tmp, directory / name)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -108,7 +72,7 @@ class FileSender:
     async def send(self, mail: Mail) -> None:
         """Write the mail; a second send of the same mail overwrites the same file."""
         name = re.sub(r"[^A-Za-z0-9._@-]", "_", mail.message_id.strip("<>")) + ".eml"
-        data = build_message(mail).as_bytes()
+        data = message_bytes(mail, date=utcnow())
         await asyncio.to_thread(_write_atomically, self.directory, name, data)
 
 
@@ -117,7 +81,7 @@ class ConsoleSender:
 
     async def send(self, mail: Mail) -> None:
         """Print the mail."""
-        text = build_message(mail).as_string()
+        text = message_bytes(mail, date=utcnow()).decode("utf-8", "replace")
         await asyncio.to_thread(_print, f"{text}\n{'-' * 72}\n")
 
 
@@ -142,7 +106,7 @@ class SmtpSender:
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         try:
             await aiosmtplib.send(
-                build_message(mail),
+                message_bytes(mail, date=utcnow()),
                 sender=parseaddr(mail.sender)[1],
                 recipients=[mail.recipient],
                 hostname=settings.smtp_host,

@@ -27,7 +27,8 @@ router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
             "headers": header_refs("Location"),
             "links": evaluation_links("$request.path.evaluation_id"),
         },
-        **problem_responses(401, 403, 404, 409, 422),
+        # 400: FastAPI's answer to a body it cannot decode.
+        **problem_responses(400, 401, 403, 404, 409, 422),
     },
     summary="Review an evaluation",
 )

@@ -10,9 +10,11 @@ import pytest
 import respx
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.auth import dependencies as key_dependencies
 from service.auth.models import ApiKey
-from service.auth.service import revoke_api_key
+from service.auth.service import find_active_key_by_hash, revoke_api_key
 from service.cli import main
 from tests.conftest import KeyMaker, interview
 
@@ -70,6 +72,68 @@ async def test_a_revoked_key_is_rejected_once_the_process_cache_expires(
 
     assert response.status_code == 401
     assert response.json()["detail"] == "The API key is unknown or revoked."
+
+
+def _count_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every database lookup of a key (the cache's misses)."""
+    looked_up: list[str] = []
+
+    async def counted(session: AsyncSession, *, digest: str) -> ApiKey | None:
+        looked_up.append(digest)
+        return await find_active_key_by_hash(session, digest=digest)
+
+    monkeypatch.setattr("service.auth.dependencies.find_active_key_by_hash", counted)
+    return looked_up
+
+
+async def test_requests_arriving_together_share_one_lookup_of_their_key(
+    client: httpx.AsyncClient, make_key: KeyMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await make_key("read")
+    looked_up = _count_lookups(monkeypatch)
+
+    responses = await asyncio.gather(
+        *(client.get("/v1/evaluations", headers=headers) for _ in range(50))
+    )
+
+    assert [r.status_code for r in responses] == [200] * 50
+    assert len(looked_up) == 1
+
+
+async def test_a_lookup_under_way_when_a_key_is_revoked_is_not_kept(
+    make_key: KeyMaker, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = await make_key("read")
+    key = headers["Authorization"].removeprefix("Bearer ")
+    keys = app.state.keys
+    looked_up = _count_lookups(monkeypatch)
+    inside, release = asyncio.Event(), asyncio.Event()
+    counted = key_dependencies.find_active_key_by_hash  # type: ignore[attr-defined]
+
+    async def slow(session: AsyncSession, *, digest: str) -> ApiKey | None:
+        row = await counted(session, digest=digest)
+        inside.set()
+        await release.wait()
+        return row
+
+    monkeypatch.setattr("service.auth.dependencies.find_active_key_by_hash", slow)
+    lookup = asyncio.create_task(keys.find(key))
+    await inside.wait()
+    keys.forget()  # a revocation announced while the lookup was reading the old row
+    release.set()
+    assert await lookup is not None
+
+    inside.clear()
+    second = asyncio.create_task(keys.find(key))
+    # A cached answer would never reach the database: bounded, not a hang.
+    async with asyncio.timeout(10):
+        await asyncio.wait(
+            [second, asyncio.create_task(inside.wait())], return_when="FIRST_COMPLETED"
+        )
+    release.set()
+    await second
+    # Not answered from a cache entry made by the first lookup: the database was asked again.
+    assert len(looked_up) == 2
 
 
 @pytest.mark.parametrize("settings_overrides", [{"api_key_cache_s": 0}])

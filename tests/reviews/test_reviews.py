@@ -20,14 +20,16 @@ from tests.conftest import (
     completion,
     interview,
     scores_content,
+    settle,
 )
 
 
 @pytest.fixture
 async def evaluation(
-    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter
+    client: httpx.AsyncClient, auth: dict[str, str], upstream: respx.MockRouter, app: FastAPI
 ) -> dict[str, Any]:
-    """A completed evaluation: technical_depth 4, communication 3, portfolio 82 -> 69.7, hire."""
+    """A completed evaluation: technical_depth 4, communication 3, portfolio 82 -> 69.7, hire;
+    its follow-up mails sent, so that nothing but a review changes it."""
     upstream.post(f"{LLM_BASE_URL}/chat/completions").mock(
         return_value=completion(scores_content({"technical_depth": 4, "communication": 3}))
     )
@@ -36,6 +38,7 @@ async def evaluation(
     assert response.status_code == 201
     body: dict[str, Any] = response.json()
     assert (body["overall_score"], body["recommendation"]) == (69.7, "hire")
+    await settle(app)
     return body
 
 

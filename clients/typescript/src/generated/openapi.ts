@@ -236,20 +236,37 @@ export interface components {
              * @description the seed sent; honoured where the server can
              */
             seed: number | null;
+            /**
+             * Response Format
+             * @description json_schema: strict structured output; json_object: JSON mode with the schema in the prompt, for a server that answered 400 to json_schema
+             */
+            response_format: ("json_schema" | "json_object") | null;
             /** Finish Reason */
             finish_reason: string | null;
             /**
              * Prompt Tokens
+             * @description null when the server did not report it
              * @default 0
              */
-            prompt_tokens: number;
+            prompt_tokens: number | null;
             /**
              * Completion Tokens
+             * @description null when the server did not report it
              * @default 0
              */
-            completion_tokens: number;
+            completion_tokens: number | null;
             /** Raw Output */
             raw_output: string | null;
+            /**
+             * Extracted From
+             * @description where the JSON was found when it was not the whole content: tool_call, markdown_fence, surrounding_text
+             */
+            extracted_from: string | null;
+            /**
+             * Normalized
+             * @description each normalization rule applied to the answer (docs/llm-replies.md)
+             */
+            normalized: string[];
             /**
              * Validation Error
              * @description why the output was rejected
@@ -259,7 +276,7 @@ export interface components {
             refusal: string | null;
             /**
              * Error
-             * @description a transient failure that was retried
+             * @description a failure that was retried
              */
             error: string | null;
         };
@@ -710,7 +727,7 @@ export interface components {
          *         "level": "senior",
          *         "title": "Backend Engineer"
          *       },
-         *       "prompt_version": "2026-11-23",
+         *       "prompt_version": "2026-12-05",
          *       "recommendation": "hire",
          *       "reviews": [],
          *       "status": "completed",
@@ -923,6 +940,11 @@ export interface components {
             seed: number | null;
             /** Temperature */
             temperature: number | null;
+            /**
+             * Response Format
+             * @description json_object when some answer was asked for in JSON mode
+             */
+            response_format: ("json_schema" | "json_object") | null;
             /** System Fingerprints */
             system_fingerprints: string[];
             /**
@@ -1282,16 +1304,6 @@ export interface operations {
                     "application/json": components["schemas"]["EvaluationRead"];
                 };
             };
-            /** @description The body is not JSON */
-            400: {
-                headers: {
-                    "X-Request-ID": components["headers"]["X-Request-ID"];
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Missing, unknown or revoked API key */
             401: {
                 headers: {
@@ -1354,7 +1366,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description LLM output invalid, or the LLM rejected the request */
+            /** @description LLM output invalid, refused or cut off, or the LLM rejected the request */
             502: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
