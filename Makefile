@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The TypeScript client (docs/frontend.md); its packages, the OpenAPI linter among them, come
+# from its lockfile. Without npm, `make test` runs and the client's tests skip saying so.
+CLIENT := clients/typescript
+CLIENT_STAMP := $(CLIENT)/node_modules/.installed
+NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: install demo test lint format bench clean eval openapi recipe
+.PHONY: install demo test lint format bench clean eval openapi recipe client client-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,19 +19,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(CLIENT_STAMP): $(CLIENT)/package-lock.json
+	cd $(CLIENT) && npm ci
+	touch $@
+
+client-deps: $(CLIENT_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/interview-scorer demo
 
 # The whole suite on SQLite, then again on PostgreSQL (a throwaway cluster, tests/databases.py).
-test: $(STAMP)
+test: $(STAMP) $(if $(NPM),$(CLIENT_STAMP))
 	$(BIN)/pytest
 	SCORER_TEST_DATABASE=postgresql $(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP) $(CLIENT_STAMP)
 	$(BIN)/ruff format --check service tests migrations bench
 	$(BIN)/ruff check service tests migrations bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	cd $(CLIENT) && npm run --silent lint:openapi && npm run --silent lint
 
 format: $(STAMP)
 	$(BIN)/ruff format service tests migrations bench
@@ -43,11 +55,17 @@ eval: $(STAMP)
 		$(BIN)/python -m tests.golden.run_eval
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache \
+		$(CLIENT)/node_modules $(CLIENT)/dist
 
 # The committed OpenAPI document (tests/test_openapi.py fails when the code drifts from it).
 openapi: $(STAMP)
 	$(BIN)/interview-scorer openapi --output openapi.json
+
+# The document, then the client's types generated from it, then the client built
+# (`make lint` fails while the committed types differ from the document).
+client: openapi $(CLIENT_STAMP)
+	cd $(CLIENT) && npm run --silent generate && npm run --silent build
 
 # The Dockerfile's recipe from an installed wheel, without a container engine.
 recipe:

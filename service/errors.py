@@ -33,8 +33,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://interview-scorer.dev/problems/"
@@ -42,15 +44,44 @@ TYPE_BASE = "https://interview-scorer.dev/problems/"
 logger = logging.getLogger(__name__)
 
 
+class FieldError(BaseModel):
+    """What is wrong with one field of the request."""
+
+    field: str = Field(description="dotted path of the field, e.g. `transcript.0.answer`")
+    message: str
+    type: str = Field(description="a stable code of the failed rule")
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem details body."""
 
-    type: str
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://interview-scorer.dev/problems/validation",
+                    "title": "Validation failed",
+                    "status": 422,
+                    "detail": "The request is invalid: candidate.email",
+                    "instance": "/v1/evaluations",
+                    "errors": [
+                        {
+                            "field": "candidate.email",
+                            "message": "value is not a valid email address",
+                            "type": "value_error",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    type: str = Field(description="a URI naming the kind of problem; `about:blank` for plain HTTP")
     title: str
     status: int
     detail: str
-    instance: str | None = None
-    errors: list[dict[str, str]] | None = None
+    instance: str | None = Field(None, description="the path of the request")
+    errors: list[FieldError] | None = Field(None, description="one entry per invalid field")
 
 
 class ServiceError(Exception):
@@ -250,43 +281,87 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         "detail": exc.detail if isinstance(exc.detail, str) else "",
         "instance": request.url.path,
     }
-    return problem_response(body, status=exc.status_code, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(body, status=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers (RFC 9110): Starlette's Allow names one route's only, and
+    /v1/evaluations is two routes, GET and POST. Only on a 405, so probing is cheap enough."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    # The exception type only: messages may carry request data.
-    logger.error("unhandled error", extra={"error_type": type(exc).__name__}, exc_info=False)
+    _log_unexpected(exc)
     return problem_response(
         ServiceError("An unexpected error occurred.").problem(request.url.path), status=500
     )
 
 
+class UnexpectedErrors:
+    """Answers an unhandled exception with the 500 problem from inside the middleware stack.
+
+    Starlette's handler for Exception answers from outside every middleware, so its 500 had
+    no X-Request-ID, no security headers and no CORS headers (a browser could not read it).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            _log_unexpected(exc)
+            problem = ServiceError("An unexpected error occurred.").problem(scope["path"])
+            await problem_response(problem, status=500)(scope, receive, send)
+
+
+def _log_unexpected(exc: Exception) -> None:
+    # The exception type only: messages may carry request data.
+    logger.error("unhandled error", extra={"error_type": type(exc).__name__}, exc_info=False)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error as problem+json."""
+    """Render every error as problem+json; call before adding other middleware, so that the
+    500 of an unexpected error passes through them."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # A failure outside UnexpectedErrors (in a middleware) still gets a problem.
     app.add_exception_handler(Exception, _unexpected_error)
-
-
-# Every operation that takes an API key may answer this (service/main.py adds it).
-TOO_MANY_REQUESTS_RESPONSE: dict[str, Any] = {
-    "description": "A per-key limit: over SCORER_RATE_LIMIT_PER_S (`rate-limited`) or with "
-    "SCORER_MAX_IN_FLIGHT_PER_KEY requests running (`too-many-in-flight`); both off by default",
-    "headers": {
-        "Retry-After": {
-            "description": "seconds to wait before retrying",
-            "schema": {"type": "integer", "minimum": 1},
-        }
-    },
-    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-}
+    app.add_middleware(UnexpectedErrors)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses."""
     titles = {
-        400: "Bad request",
+        400: "The body is not JSON",
         401: "Missing, unknown or revoked API key",
         403: "The API key lacks the scope",
         404: "Not found",
@@ -294,7 +369,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Payload too large: a body over SCORER_MAX_BODY_BYTES (default 1,000,000 bytes; "
         "a batch's over SCORER_MAX_BATCH_BODY_BYTES, default 64,000,000), or a batch of more "
         "than SCORER_MAX_BATCH_ITEMS items (default 500)",
-        422: "Validation failed (each error names its field), or the transcript cannot be scored",
+        422: "Validation failed (`errors` names each field), or the request cannot be scored",
+        429: "A per-key limit: over SCORER_RATE_LIMIT_PER_S (`rate-limited`) or with "
+        "SCORER_MAX_IN_FLIGHT_PER_KEY requests running (`too-many-in-flight`); both off by "
+        "default",
         502: "LLM output invalid, refused or cut off, or the LLM rejected the request",
         503: "LLM unavailable (Retry-After)",
         504: "LLM timeout",
@@ -304,6 +382,20 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         s: {
             "description": titles.get(s, "Error"),
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            **_PROBLEM_HEADERS.get(s, {}),
         }
         for s in (*statuses, 500)
     }
+
+
+def header_refs(*names: str) -> dict[str, dict[str, str]]:
+    """The `headers` of an OpenAPI response: references to those service/openapi.py declares."""
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+# The headers a problem of this status always carries.
+_PROBLEM_HEADERS = {
+    401: {"headers": header_refs("WWW-Authenticate")},
+    429: {"headers": header_refs("Retry-After")},
+    503: {"headers": header_refs("Retry-After")},
+}

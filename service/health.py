@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.backlog import Backlog, read_backlog
-from service.errors import problem_response
+from service.errors import PROBLEM_JSON, problem_response
 from service.metrics import JOBS_PENDING, OLDEST_UNCLAIMED_AGE, OUTBOX_DEPTH, render_metrics
 from service.migrate import database_revision, head_revision
 
@@ -90,7 +90,7 @@ async def _backlog(request: Request) -> Backlog | None:
         return None
 
 
-@router.get("/healthz", summary="Liveness")
+@router.get("/healthz", operation_id="getLiveness", summary="Liveness")
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
@@ -98,10 +98,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
+    operation_id="getReadiness",
     summary="Readiness",
     response_model=None,
     responses={
-        503: {"description": "The database is down or behind its migrations; `checks` names it"}
+        503: {
+            "description": "The database is down or behind its migrations; `checks` names it",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
     },
 )
 async def readyz(request: Request) -> dict[str, Any] | JSONResponse:

@@ -8,10 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 
 from service import __version__
-from service.auth.dependencies import SECURITY, SECURITY_SCHEMES, KeyCache
+from service.auth.dependencies import KeyCache
 from service.auth.limits import InFlightRelease, KeyLimits
 from service.batches.router import router as batches_router
 from service.cache.setup import open_cache
@@ -19,7 +18,7 @@ from service.config import Settings, load_settings
 from service.context import AppContext
 from service.database import create_engine, create_sessionmaker
 from service.docs import install_docs
-from service.errors import TOO_MANY_REQUESTS_RESPONSE, Problem, install_error_handlers
+from service.errors import install_error_handlers
 from service.evaluations.cached import CachedScorer
 from service.evaluations.erasures import ErasureWatcher
 from service.evaluations.router import router as evaluations_router
@@ -29,9 +28,11 @@ from service.http import BodySizeLimit, build_http_client
 from service.llm.client import LLMClient
 from service.metrics import worker_exited
 from service.middleware import RequestObservability, SecurityHeaders
+from service.openapi import build_openapi
 from service.portfolio.client import PortfolioAnalyzer
 from service.reviews.router import router as reviews_router
 from service.runtime import tune_gc
+from service.webhooks.router import webhooks
 from service.writer import GroupWriter
 
 DESCRIPTION = """\
@@ -165,28 +166,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evaluations_router)
     app.include_router(reviews_router)
     app.include_router(batches_router)
+    app.webhooks.include_router(webhooks)
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["Problem"] = Problem.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        # Every operation that can answer 401 takes a key (service/auth/dependencies.py), and
-        # may be refused by a per-key limit (service/auth/limits.py).
-        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                responses = operation.get("responses", {})
-                if "401" in responses:
-                    operation["security"] = SECURITY
-                    responses.setdefault("429", TOO_MANY_REQUESTS_RESPONSE)
-        app.openapi_schema = schema
-        return schema
+        if not app.openapi_schema:
+            app.openapi_schema = build_openapi(app)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app

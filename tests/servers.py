@@ -1,4 +1,5 @@
-"""The real `interview-scorer serve` in a subprocess, for what only a real server shows."""
+"""The real `interview-scorer serve` and `simulate` in subprocesses, for what only real
+processes show."""
 
 from __future__ import annotations
 
@@ -27,6 +28,46 @@ def metric_processes(directory: Path) -> set[str]:
     """The pids of the processes that wrote metric files in a PROMETHEUS_MULTIPROC_DIR (each
     writes its own from start-up on)."""
     return {p.stem.rsplit("_", 1)[-1] for p in directory.glob("gauge_livesum_*.db")}
+
+
+@contextmanager
+def _running(
+    args: Sequence[str], *, health_url: str, workdir: Path, name: str, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m service ARGS` until the block ends, once `health_url` answers 200."""
+    log = (workdir / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", *args],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{args[0]} exited with {process.returncode}: {log.name}: "
+                    + Path(log.name).read_text()[-2000:]
+                )
+            try:
+                if httpx.get(health_url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{args[0]} did not answer {health_url} within 60 s")
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
 
 
 @dataclass(frozen=True)
@@ -71,42 +112,34 @@ def serve_process(
         "SCORER_LOG_LEVEL": "warning",
         **(env or {}),
     }
-    log = (workdir / f"serve-{port}.log").open("wb")
+    base_url = f"http://127.0.0.1:{port}"
     options = [] if workers is None else ["--workers", str(workers)]
     argv = ["serve", "--port", str(port), *options, *args]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", *argv],
-        cwd=workdir,
+    with _running(
+        argv,
+        health_url=f"{base_url}/healthz",
+        workdir=workdir,
+        name=f"serve-{port}",
         env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"serve exited with {process.returncode}: {log.name}: "
-                    + Path(log.name).read_text()[-2000:]
-                )
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve did not answer /healthz within 60 s")
-            time.sleep(0.1)
+    ) as process:
         yield Served(base_url, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+
+
+@contextmanager
+def simulating(*, workdir: Path) -> Iterator[str]:
+    """`interview-scorer simulate` (the LLM and the analyzer, fast) on a free loopback port
+    until the block ends; its base URL, the analyzer's (the LLM's is that + /v1)."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    args = ["simulate", "--port", str(port), "--llm-latency", "0.05", "--analyzer-latency", "0.02"]
+    with _running(
+        args,
+        health_url=f"{base_url}/healthz",
+        workdir=workdir,
+        name=f"simulate-{port}",
+        env=dict(os.environ),
+    ):
+        yield base_url
 
 
 def children(pid: int) -> list[int]:

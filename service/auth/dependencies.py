@@ -20,7 +20,7 @@ from service.errors import AuthenticationError, PermissionDenied
 
 logger = logging.getLogger(__name__)
 
-# How a key is sent, as the OpenAPI document declares it (service/main.py adds it to every
+# How a key is sent, as the OpenAPI document declares it (service/openapi.py adds it to every
 # operation that can answer 401). The dependency reads the headers itself: FastAPI's security
 # classes as sub-dependencies cost a tenth of a cached request's CPU (bench/profile.py).
 SECURITY_SCHEMES = {

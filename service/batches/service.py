@@ -21,7 +21,7 @@ from service.database import utcnow
 from service.errors import NotFound, PayloadTooLarge
 from service.evaluations.models import Evaluation
 from service.evaluations.schemas import EvaluationCreate
-from service.evaluations.service import Answer
+from service.evaluations.service import POLL_AFTER_S, Answer
 from service.idempotency import service as idempotency_service
 from service.idempotency.service import Replay
 from service.jobs.queue import queued_evaluation, validation_problem
@@ -61,6 +61,8 @@ async def create_batch(
         if isinstance(outcome, Replay):
             location = f"{BATCHES_PATH}/{outcome.batch_id}"
             headers = {"Idempotent-Replayed": "true", "Location": location}
+            if outcome.status == 202:
+                headers["Retry-After"] = str(POLL_AFTER_S)
             return Answer(outcome.status, outcome.body, headers)
         claim = outcome
     try:
@@ -77,7 +79,10 @@ async def create_batch(
         raise
     await invalidate_reads(ctx.cache, tenant=api_key.tenant, evaluation_id=None)
     await ctx.work_committed()
-    return Answer(202, body, {"Location": f"{BATCHES_PATH}/{read.id}"})
+    headers = {"Location": f"{BATCHES_PATH}/{read.id}"}
+    if read.status == "pending":
+        headers["Retry-After"] = str(POLL_AFTER_S)
+    return Answer(202, body, headers)
 
 
 def _fingerprint(payload: BatchCreate) -> str:

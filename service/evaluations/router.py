@@ -13,16 +13,30 @@ from pydantic import StringConstraints, TypeAdapter, ValidationError
 from service.auth.dependencies import DeleteKey, ReadKey, WriteKey, authenticate
 from service.bodies import StrictJSONRoute, loads
 from service.context import ContextDep
-from service.errors import problem_responses
+from service.errors import header_refs, problem_responses
 from service.evaluations import service as evaluation_service
 from service.evaluations.schemas import EvaluationCreate, EvaluationPage, EvaluationRead, Status
+from service.storable import STORABLE_TEXT
 
 router = APIRouter(
     prefix=evaluation_service.EVALUATIONS_PATH, tags=["evaluations"], route_class=StrictJSONRoute
 )
 
-EvaluationId = Annotated[str, Path(max_length=64, description="the evaluation's id")]
+EvaluationId = Annotated[
+    str, Path(max_length=64, pattern=STORABLE_TEXT, description="the evaluation's id")
+]
 JSON = "application/json"
+EVALUATION_SCHEMA = {"$ref": "#/components/schemas/EvaluationRead"}
+
+
+def evaluation_links(evaluation_id: str) -> dict[str, dict[str, object]]:
+    """OpenAPI links from an answer that names an evaluation to what can be done with it."""
+    parameters = {"evaluation_id": evaluation_id}
+    return {
+        "GetEvaluation": {"operationId": "getEvaluation", "parameters": parameters},
+        "CreateReview": {"operationId": "createReview", "parameters": parameters},
+        "DeleteEvaluation": {"operationId": "deleteEvaluation", "parameters": parameters},
+    }
 
 
 def _read_response(read: evaluation_service.Read) -> Response:
@@ -31,6 +45,8 @@ def _read_response(read: evaluation_service.Read) -> Response:
     headers = {"Cache-Control": "private, no-cache"}
     if read.hit is not None:
         headers["X-FastAPI-Cache"] = "HIT" if read.hit else "MISS"
+    if read.retry_after_s is not None:
+        headers["Retry-After"] = str(read.retry_after_s)
     return Response(read.body, headers=headers, media_type=JSON)
 
 
@@ -141,7 +157,8 @@ async def create_evaluation(
     ctx: ContextDep,
     idempotency_key: IdempotencyKeyHeader = None,
     prefer: Annotated[
-        str | None, Header(**PREFER_RULES, description="respond-async: answer 202 at once")
+        str | None,
+        Header(alias="Prefer", **PREFER_RULES, description="`respond-async`: answer 202 at once"),
     ] = None,
 ) -> Response:
     """Score an interview with the LLM and the portfolio analyzer, concurrently, and store it.
@@ -159,16 +176,34 @@ async def create_evaluation(
     return Response(answer.body, status_code=answer.status, headers=answer.headers, media_type=JSON)
 
 
+_CONFLICT = problem_responses(409)[409]
+
 router.add_api_route(
     "",
     create_evaluation,
     methods=["POST"],
     route_class_override=ArgumentsResolvedHere,
+    operation_id="createEvaluation",
     status_code=status.HTTP_201_CREATED,
     response_model=EvaluationRead,
     responses={
-        202: {"description": "Accepted (Prefer: respond-async): poll the Location"},
+        201: {
+            "description": "Scored and stored (or, with `Idempotent-Replayed`, stored before)",
+            "headers": header_refs("Location", "Idempotent-Replayed"),
+            "links": evaluation_links("$response.body#/id"),
+        },
+        202: {
+            "description": "Accepted (`Prefer: respond-async`): the pending evaluation; poll "
+            "its Location after Retry-After seconds",
+            "content": {JSON: {"schema": EVALUATION_SCHEMA}},
+            "headers": header_refs(
+                "Location", "Preference-Applied", "Retry-After", "Idempotent-Replayed"
+            ),
+            "links": evaluation_links("$response.body#/id"),
+        },
         **problem_responses(401, 403, 409, 413, 422, 502, 503, 504),
+        # While the first request with this Idempotency-Key is still running.
+        409: {**_CONFLICT, "headers": header_refs("Retry-After")},
     },
     summary="Score an interview",
 )
@@ -176,8 +211,16 @@ router.add_api_route(
 
 @router.get(
     "/{evaluation_id}",
+    operation_id="getEvaluation",
     response_model=EvaluationRead,
-    responses=problem_responses(401, 403, 404),
+    responses={
+        200: {
+            "description": "The evaluation; while it is pending, Retry-After says when to ask "
+            "again",
+            "headers": header_refs("Retry-After"),
+        },
+        **problem_responses(401, 403, 404),
+    },
     summary="One evaluation",
 )
 async def read_evaluation(
@@ -204,6 +247,7 @@ async def read_evaluation(
 
 @router.get(
     "",
+    operation_id="listEvaluations",
     response_model=EvaluationPage,
     responses=problem_responses(401, 403, 422),
     summary="List evaluations",
@@ -212,9 +256,11 @@ async def list_evaluations(
     api_key: ReadKey,
     ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
-    candidate_email: Annotated[str | None, Query(max_length=320)] = None,
-    position: Annotated[str | None, Query(max_length=200, description="exact title")] = None,
+    cursor: Annotated[str | None, Query(max_length=500, pattern=STORABLE_TEXT)] = None,
+    candidate_email: Annotated[str | None, Query(max_length=320, pattern=STORABLE_TEXT)] = None,
+    position: Annotated[
+        str | None, Query(max_length=200, pattern=STORABLE_TEXT, description="exact title")
+    ] = None,
     status: Status | None = None,
 ) -> Response:
     """Evaluations, newest first, a page at a time."""
@@ -232,6 +278,7 @@ async def list_evaluations(
 
 @router.delete(
     "/{evaluation_id}",
+    operation_id="deleteEvaluation",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=problem_responses(401, 403, 404),
     summary="Erase an evaluation",

@@ -17,6 +17,7 @@ from pydantic import (
 
 from service.evaluations.email_address import EmailAddress
 from service.reviews.schemas import ReviewRead
+from service.storable import NO_NUL
 
 MAX_TRANSCRIPT_TURNS = 100
 MAX_QUESTION_CHARS = 2_000
@@ -25,13 +26,16 @@ MAX_CRITERIA = 20
 MAX_RECRUITERS = 10
 MAX_SCORE = 5
 MAX_WEIGHT = 100
-# RFC 5321's longest path; the email validator refuses longer addresses too.
 
 Status = Literal["pending", "completed", "failed"]
 Recommendation = Literal[
     "strong_hire", "hire", "no_hire", "strong_no_hire", "insufficient_evidence"
 ]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    NO_NUL,
+]
 Email = EmailAddress
 CriterionKey = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")
@@ -47,25 +51,29 @@ class Candidate(_Strict):
 
     name: ShortText
     email: Email
-    external_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    external_id: Annotated[str, StringConstraints(max_length=200), NO_NUL] | None = None
 
 
 class PositionIn(_Strict):
     """The position the candidate interviewed for."""
 
     title: ShortText
-    level: Annotated[str, StringConstraints(max_length=100)] | None = None
-    description: Annotated[str, StringConstraints(max_length=4_000)] | None = None
+    level: Annotated[str, StringConstraints(max_length=100), NO_NUL] | None = None
+    description: Annotated[str, StringConstraints(max_length=4_000), NO_NUL] | None = None
 
 
-AnchorText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+AnchorText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    NO_NUL,
+]
 
 
 class Criterion(_Strict):
     """One rubric criterion."""
 
     key: CriterionKey
-    description: Annotated[str, StringConstraints(min_length=1, max_length=1_000)]
+    description: Annotated[str, StringConstraints(min_length=1, max_length=1_000), NO_NUL]
     # Finite: 1e400 reads as infinity, and is refused naming the field like any other.
     weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, allow_inf_nan=False)
     anchors: dict[Literal["1", "3", "5"], AnchorText] | None = Field(
@@ -129,8 +137,8 @@ DEFAULT_RUBRIC = Rubric(
 class Turn(_Strict):
     """One question and the candidate's answer."""
 
-    question: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS)]
-    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS)]
+    question: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUESTION_CHARS), NO_NUL]
+    answer: Annotated[str, StringConstraints(max_length=MAX_ANSWER_CHARS), NO_NUL]
 
 
 class PortfolioIn(_Strict):
@@ -308,12 +316,19 @@ EXAMPLE_EVALUATION: dict[str, Any] = {
     "usage": {"prompt_tokens": 1234, "completion_tokens": 321},
     "cached": False,
     "notifications": [
-        {"to": "jane@example.com", "kind": "candidate_follow_up", "status": "queued"}
+        {
+            "to": "jane@example.com",
+            "kind": "candidate_follow_up",
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": None,
+        }
     ],
     "timings_ms": {"llm": 2010, "portfolio": 1003, "total": 2016},
     "error": None,
     "created_at": "2026-11-23T10:00:00Z",
     "completed_at": "2026-11-23T10:00:02Z",
+    "provenance": None,
 }
 
 

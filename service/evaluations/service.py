@@ -64,6 +64,9 @@ _serialize = EvaluationRead.__pydantic_serializer__.to_json
 _serialize_page = EvaluationPage.__pydantic_serializer__.to_json
 # A mail in one of these states changes no more (a failed one only when given up).
 _FINAL_MAIL = frozenset({"sent", "cancelled"})
+# Retry-After of an answer that names work still pending: when to ask again.
+POLL_AFTER_S = 1
+_ACCEPTED_HEADERS = {"Preference-Applied": "respond-async", "Retry-After": str(POLL_AFTER_S)}
 
 
 @dataclass(frozen=True)
@@ -229,11 +232,10 @@ async def create_evaluation(
         )
         if isinstance(outcome, Replay):
             location = f"{EVALUATIONS_PATH}/{outcome.evaluation_id}"
-            return Answer(
-                outcome.status,
-                outcome.body,
-                {"Idempotent-Replayed": "true", "Location": location},
-            )
+            headers = {"Idempotent-Replayed": "true", "Location": location}
+            if outcome.status == 202:
+                headers |= _ACCEPTED_HEADERS
+            return Answer(outcome.status, outcome.body, headers)
         claim = outcome
     try:
         write, view, status = await _prepare(
@@ -255,7 +257,7 @@ async def create_evaluation(
         await invalidate_reads(ctx.cache, tenant=api_key.tenant, evaluation_id=None)
     headers = {"Location": f"{EVALUATIONS_PATH}/{view.id}"}
     if respond_async:
-        headers["Preference-Applied"] = "respond-async"
+        headers |= _ACCEPTED_HEADERS
     return Answer(status, body, headers)
 
 
@@ -298,10 +300,12 @@ def _is_final(evaluation: Evaluation) -> bool:
 
 @dataclass(frozen=True)
 class Read:
-    """A read's bytes, and whether they came from the cache (None: reads are not cached)."""
+    """A read's bytes, whether they came from the cache (None: reads are not cached), and
+    when to read again if what it shows is still pending."""
 
     body: bytes
     hit: bool | None
+    retry_after_s: int | None = None
 
 
 async def read_evaluation(
@@ -328,7 +332,8 @@ async def read_evaluation(
     body = _serialize(view)
     if key is not None and _is_final(evaluation):
         await ctx.cache.set(key, body, ctx.cache.ttl_s)
-    return Read(body, False if key is not None else None)
+    pending = POLL_AFTER_S if evaluation.status == "pending" else None
+    return Read(body, False if key is not None else None, retry_after_s=pending)
 
 
 def provenance_read(evaluation: Evaluation) -> ProvenanceRead | None:

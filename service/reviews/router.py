@@ -9,8 +9,8 @@ from service.bodies import StrictJSONRoute
 from service.cache.reads import commit_then_invalidate
 from service.context import ContextDep
 from service.database import SessionDep
-from service.errors import problem_responses
-from service.evaluations.router import EvaluationId
+from service.errors import header_refs, problem_responses
+from service.evaluations.router import EvaluationId, evaluation_links
 from service.evaluations.schemas import EvaluationRead
 from service.reviews import service as review_service
 from service.reviews.schemas import ReviewCreate
@@ -20,8 +20,17 @@ router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"], route_class=S
 
 @router.post(
     "/{evaluation_id}/reviews",
+    operation_id="createReview",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses={
+        201: {
+            "description": "Recorded: the evaluation with the review applied",
+            "headers": header_refs("Location"),
+            "links": evaluation_links("$request.path.evaluation_id"),
+        },
+        # 400: FastAPI's answer to a body it cannot decode.
+        **problem_responses(400, 401, 403, 404, 409, 422),
+    },
     summary="Review an evaluation",
 )
 async def create_review(

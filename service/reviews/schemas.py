@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from service.storable import NO_NUL
+
 Decision = Literal["strong_hire", "hire", "no_hire", "strong_no_hire"]
 CriterionKey = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]{0,63}$")
@@ -20,13 +22,21 @@ class ReviewCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # What `_something_to_record` checks, stated so a client or a fuzzer knows it.
+            "anyOf": [
+                {
+                    "required": ["criterion_scores"],
+                    "properties": {"criterion_scores": {"minProperties": 1}},
+                },
+                {"required": ["decision"], "properties": {"decision": {"type": "string"}}},
+            ],
             "examples": [
                 {
                     "criterion_scores": {"technical_depth": 3},
                     "decision": "no_hire",
                     "reason": "The async answer was memorised; follow-up questions failed.",
                 }
-            ]
+            ],
         },
     )
 
@@ -38,7 +48,11 @@ class ReviewCreate(BaseModel):
     decision: Decision | None = Field(
         None, description="overrides the recommendation; without it, it follows from the scores"
     )
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+        NO_NUL,
+    ]
 
     @model_validator(mode="after")
     def _something_to_record(self) -> ReviewCreate:

@@ -69,6 +69,23 @@ async def test_a_retry_gets_the_first_response_again(
     assert await stored_count(app) == 1
 
 
+async def test_a_retry_of_an_accepted_request_is_accepted_again(
+    client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, app: FastAPI
+) -> None:
+    headers = {**keyed(auth, "k-async"), "Prefer": "respond-async"}
+
+    first = await client.post("/v1/evaluations", json=interview(), headers=headers)
+    retry = await client.post("/v1/evaluations", json=interview(), headers=headers)
+
+    assert first.status_code == retry.status_code == 202
+    assert retry.json() == first.json()
+    assert retry.headers["idempotent-replayed"] == "true"
+    # The replay still tells the client how to poll, as the first answer did.
+    for name in ("location", "retry-after", "preference-applied"):
+        assert retry.headers[name] == first.headers[name], name
+    assert await stored_count(app) == 1
+
+
 async def test_the_same_key_with_another_body_is_refused(
     client: httpx.AsyncClient, auth: dict[str, str], llm: respx.Route, app: FastAPI
 ) -> None:

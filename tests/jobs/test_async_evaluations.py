@@ -43,8 +43,11 @@ async def test_answers_202_at_once_then_the_evaluation_completes(
     assert body["overall_score"] is None
     assert response.headers["location"] == f"/v1/evaluations/{body['id']}"
     assert response.headers["preference-applied"] == "respond-async"
+    # When to poll: on the 202 and on every read while it is pending.
+    assert response.headers["retry-after"] == "1"
     polled = await client.get(response.headers["location"], headers=auth)
     assert polled.json()["status"] == "pending"
+    assert polled.headers["retry-after"] == "1"
 
     release.set()
 
@@ -53,7 +56,9 @@ async def test_answers_202_at_once_then_the_evaluation_completes(
         return bool(polled.json()["status"] == "completed")
 
     await eventually(completed)
-    final = (await client.get(response.headers["location"], headers=auth)).json()
+    read = await client.get(response.headers["location"], headers=auth)
+    assert "retry-after" not in read.headers
+    final = read.json()
     assert final["overall_score"] == pytest.approx(66.7)
     assert final["recommendation"] == "hire"
     assert final["completed_at"] is not None

@@ -51,12 +51,15 @@ async def test_a_bad_item_is_reported_against_it_and_the_rest_complete(
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert response.headers["location"] == f"{BATCHES}/{accepted['id']}"
+    assert response.headers["retry-after"] == "1"
     assert accepted["total"] == 4
     assert accepted["counts"]["invalid"] == 2
     assert accepted["counts"]["pending"] + accepted["counts"]["completed"] == 2
 
     batch = await finished(client, auth, response.headers["location"])
     assert batch["counts"] == {"pending": 0, "completed": 2, "failed": 0, "invalid": 2}
+    read = await client.get(response.headers["location"], headers=auth)
+    assert "retry-after" not in read.headers
     assert batch["completed_at"] is not None
     assert [i["index"] for i in batch["items"]] == [0, 1, 2, 3]
     assert [i["status"] for i in batch["items"]] == ["completed", "invalid", "completed", "invalid"]
