@@ -50,7 +50,11 @@ def _serve(args: argparse.Namespace) -> int:
     # The background worker is one more process whose metrics /metrics must add up.
     _prepare_metrics_dir(workers + (0 if args.no_worker else 1))
     supervisor = (
-        None if args.no_worker else WorkerSupervisor([sys.executable, "-m", "service", "worker"])
+        None
+        if args.no_worker
+        else WorkerSupervisor(
+            [sys.executable, "-m", "service", "worker"], niceness=settings.worker_niceness
+        )
     )
     if supervisor is not None:
         supervisor.start()

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # Allocations between young-generation garbage collections in the API and worker processes
     # (service/runtime.py; 0 keeps Python's default of 700, which costs a quarter of the CPU).
     gc_gen0_threshold: int = Field(default=10_000, ge=0)
+    # How much lower the CPU priority of the worker `serve` starts is than the API's (nice(2);
+    # 0: the same): under full load the answers go first and the mail catches up after.
+    worker_niceness: int = Field(default=10, ge=0, le=19)
     # Touched by the worker while it can reach its database (at most once a second), for a
     # container's health check: `interview-scorer worker --check` (unset: no file).
     worker_heartbeat_file: Path | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -17,22 +19,30 @@ HEALTHY_AFTER_S = 30.0
 STOP_GRACE_S = 30.0
 
 
-def _die_with_parent() -> None:
-    # In the child, before exec: if serve dies, even by SIGKILL, the kernel sends the worker
-    # SIGTERM (Linux), so no worker outlives its API.
-    import ctypes
-    import sys
+def _child_setup(niceness: int) -> Callable[[], None]:
+    def setup() -> None:
+        # In the child, before exec. If serve dies, even by SIGKILL, the kernel sends the
+        # worker SIGTERM (Linux), so no worker outlives its API. And the worker yields the CPU
+        # to the API processes beside it: what it does can wait for the answers, which cannot;
+        # it catches up when they leave it room (a scheduler's share, never starvation).
+        import ctypes
+        import sys
 
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if sys.platform.startswith("linux"):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if niceness:
+            os.nice(niceness)
+
+    return setup
 
 
 class WorkerSupervisor:
     """Runs `argv` in a thread's care: started now, restarted after each exit until stopped."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], *, niceness: int = 0) -> None:
         self._argv = argv
+        self._setup = _child_setup(niceness)
         self._stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -66,7 +76,7 @@ class WorkerSupervisor:
                 if self._stopping.is_set():
                     return
                 self._child = subprocess.Popen(  # noqa: S603 (our own command)
-                    self._argv, preexec_fn=_die_with_parent
+                    self._argv, preexec_fn=self._setup
                 )
                 child = self._child
             started = time.monotonic()
