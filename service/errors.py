@@ -15,9 +15,13 @@ ServiceError                      base: status, title, a stable type slug, a det
         LLMRejected               502, the LLM answered 4xx (a wrong key or model, say)
         LLMUnavailable            503 with Retry-After, rate limited or 5xx past the retries
         LLMTimeout                504, the LLM did not answer within the deadline
+    DatabaseUnavailable           503 with Retry-After, the database cannot be reached
 
-Request validation errors become 422 problems with an `errors` list naming each field; any
-unexpected exception becomes a 500 problem that reveals nothing of the request.
+Request validation errors become 422 problems with an `errors` list naming each field. The
+database driver's connection failures (PostgreSQL stopped or restarting, a connection cut,
+the pool exhausted) become DatabaseUnavailable wherever they surface: a request that could not
+reach the database stored nothing and may be sent again. Any other unexpected exception becomes
+a 500 problem that reveals nothing of the request.
 """
 
 from __future__ import annotations
@@ -153,6 +157,41 @@ class LLMTimeout(UpstreamError):
     status, title, slug = 504, "LLM timeout", "llm-timeout"
 
 
+class DatabaseUnavailable(ServiceError):
+    status, title, slug = 503, "Database unavailable", "database-unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database cannot be reached; nothing was stored. Try again shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+
+# What a client is told to wait after DatabaseUnavailable: a database restart takes seconds.
+DATABASE_RETRY_AFTER_S = 5
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached, rather than that a statement
+    failed: a refused or cut connection, a server shutting down or starting up, a pool with
+    no connection to give."""
+    import asyncpg.exceptions  # type: ignore[import-untyped]
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa.OperationalError | sa.InterfaceError):
+            return True
+        return exc.orig is not None and database_unreachable(exc.orig)
+    unreachable = (
+        ConnectionError,
+        sa.TimeoutError,
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.InterfaceError,
+    )
+    return isinstance(exc, unreachable)
+
+
 def problem_response(
     body: dict[str, Any], *, status: int, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -199,6 +238,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(body, status=exc.status_code, headers=dict(exc.headers or {}))
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not database_unreachable(exc):
+        return await _unexpected_error(request, exc)
+    logger.warning("database unreachable", extra={"error_type": type(exc).__name__})
+    unavailable = DatabaseUnavailable()
+    return problem_response(
+        unavailable.problem(request.url.path), status=503, headers=unavailable.headers
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # The exception type only: messages may carry request data.
     logger.error("unhandled error", extra={"error_type": type(exc).__name__}, exc_info=False)
@@ -212,6 +261,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Before the catch-all: the database's connection failures are a 503, not a 500.
+    import asyncpg.exceptions
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for kind in (
+        SQLAlchemyError,
+        ConnectionError,
+        asyncpg.exceptions.PostgresError,
+        asyncpg.exceptions.InterfaceError,
+    ):
+        app.add_exception_handler(kind, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -226,7 +286,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Payload too large",
         422: "Validation failed, or the transcript cannot be scored",
         502: "LLM output invalid, refused or cut off, or the LLM rejected the request",
-        503: "LLM unavailable (Retry-After)",
+        503: "LLM or database unavailable (Retry-After)",
         504: "LLM timeout",
         500: "Unexpected error",
     }
@@ -235,5 +295,5 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": titles.get(s, "Error"),
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for s in (*statuses, 500)
+        for s in dict.fromkeys((*statuses, 503, 500))
     }
