@@ -174,22 +174,31 @@ DATABASE_RETRY_AFTER_S = 5
 def database_unreachable(exc: BaseException) -> bool:
     """Whether `exc` says the database could not be reached, rather than that a statement
     failed: a refused or cut connection, a server shutting down or starting up, a pool with
-    no connection to give."""
+    no connection to give. SQLAlchemy wraps the driver's error (`orig`), and its asyncpg
+    adapter wraps asyncpg's (`__cause__`): the chain is followed."""
     import asyncpg.exceptions  # type: ignore[import-untyped]
     from sqlalchemy import exc as sa
 
-    if isinstance(exc, sa.DBAPIError):
-        if exc.connection_invalidated or isinstance(exc, sa.OperationalError | sa.InterfaceError):
-            return True
-        return exc.orig is not None and database_unreachable(exc.orig)
     unreachable = (
         ConnectionError,
         sa.TimeoutError,
+        sa.OperationalError,
+        sa.InterfaceError,
         asyncpg.exceptions.PostgresConnectionError,
         asyncpg.exceptions.OperatorInterventionError,
         asyncpg.exceptions.InterfaceError,
     )
-    return isinstance(exc, unreachable)
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, unreachable):
+            return True
+        if isinstance(link, sa.DBAPIError) and link.connection_invalidated:
+            return True
+        orig = getattr(link, "orig", None)
+        link = orig if isinstance(orig, BaseException) else link.__cause__
+    return False
 
 
 def problem_response(

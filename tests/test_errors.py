@@ -13,7 +13,7 @@ import pytest
 import respx
 from fastapi import FastAPI
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from service.config import Settings
 from service.database import create_engine, create_sessionmaker
@@ -33,11 +33,22 @@ from tests.conftest import (
 )
 from tests.databases import Cluster, postgres_mode, start_cluster, with_database
 
+CANNOT_CONNECT = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+
+
+def _caused_by(cause: BaseException) -> Exception:
+    adapted = Exception("adapted driver error")
+    adapted.__cause__ = cause
+    return adapted
+
+
 FAILURES: dict[str, BaseException] = {
     "refused": ConnectionRefusedError(111, "Connect call failed"),
-    "starting-up": asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+    "starting-up": CANNOT_CONNECT,
     "cut": asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
     "wrapped": OperationalError("SELECT 1", {}, ConnectionResetError()),
+    # SQLAlchemy's asyncpg adapter: a DBAPIError whose driver error is caused by asyncpg's.
+    "starting-up-wrapped": DBAPIError("SELECT 1", {}, _caused_by(CANNOT_CONNECT)),
 }
 BUGS: dict[str, BaseException] = {
     "constraint": IntegrityError("INSERT", {}, Exception("duplicate key")),
