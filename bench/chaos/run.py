@@ -171,7 +171,9 @@ def _outcome(sent: Sent) -> str:
 
 
 def _row(phase: Phase, sent: list[Sent], readyz: list[tuple[float, str]]) -> Row:
-    mine = [s for s in sent if phase.started <= s.started < phase.ended]
+    # The answers that came in the phase (a request sent before a fault and answered during
+    # it met the fault).
+    mine = [s for s in sent if phase.started <= s.ended < phase.ended]
     by_status = Counter(_outcome(s) for s in mine)
     p99 = percentile([s.ended - s.started for s in mine if s.status is not None], 0.99)
     samples = [(at, said) for at, said in readyz if phase.started <= at < phase.ended]
