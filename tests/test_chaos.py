@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.chaos.run import run_chaos
 from bench.chaos.stack import REDUCED
 from tests.cache.redis_server import find_redis
@@ -19,6 +21,8 @@ from tests.conftest import server_unavailable
 from tests.databases import postgres_mode
 
 
+# A minute or two on 2 cores; the drain alone is bounded at two minutes.
+@pytest.mark.timeout(600)
 def test_faults_under_load_lose_double_and_refuse_nothing(tmp_path: Path) -> None:
     if find_redis() is None:
         server_unavailable("redis-server is not installed")

@@ -40,23 +40,26 @@ class Verdict:
         return not any(self.problems.values())
 
 
-async def wait_for_drain(sessions: async_sessionmaker[AsyncSession], *, within_s: float) -> None:
+async def wait_for_drain(sessions: async_sessionmaker[AsyncSession], *, within_s: float) -> bool:
     """Wait until no mail waits to be sent or retried and no evaluation waits to be scored (a
-    mail given up is not waited for: the checks report it)."""
+    mail given up is not waited for: the checks report it); False if not within the bound."""
     waiting = select(OutboxMessage.id).where(
         OutboxMessage.status.in_(("queued", "sending"))
         | ((OutboxMessage.status == "failed") & OutboxMessage.next_attempt_at.is_not(None))
     )
     pending = select(Evaluation.id).where(Evaluation.status == "pending")
-    async with asyncio.timeout(within_s):
-        while True:
-            async with sessions() as session:
-                if (
-                    await session.scalar(waiting.limit(1)) is None
-                    and await session.scalar(pending.limit(1)) is None
-                ):
-                    return
-            await asyncio.sleep(0.5)
+    try:
+        async with asyncio.timeout(within_s):
+            while True:
+                async with sessions() as session:
+                    if (
+                        await session.scalar(waiting.limit(1)) is None
+                        and await session.scalar(pending.limit(1)) is None
+                    ):
+                        return True
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        return False
 
 
 def _normal(body: dict[str, Any]) -> dict[str, Any]:

@@ -218,13 +218,17 @@ async def _drive(stack: Stack, result: Result) -> None:
     engine = create_engine(settings)
     try:
         sessions = create_sessionmaker(engine)
-        await wait_for_drain(sessions, within_s=profile.drain_s)
+        drained = await wait_for_drain(sessions, within_s=profile.drain_s)
         result.verdict = await check(
             sent=load.sent,
             sessions=sessions,
             base_url=stack.base_url,
             api_key=stack.api_key,
             sink_log=stack.sink_log,
+        )
+        result.verdict.add(
+            "the worker drained what the load left",
+            [] if drained else [f"work still waiting {profile.drain_s:g} s after the load"],
         )
     finally:
         await engine.dispose()
