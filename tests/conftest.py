@@ -22,7 +22,13 @@ from service.config import Settings
 from service.main import create_app
 from service.migrate import upgrade
 from service.worker import Worker
-from tests.databases import POSTGRES_URL_ENV, fresh_postgres_database, postgres_mode, start_cluster
+from tests.databases import (
+    POSTGRES_URL_ENV,
+    Cluster,
+    fresh_postgres_database,
+    postgres_mode,
+    start_cluster,
+)
 
 LLM_BASE_URL = "https://llm.test/v1"
 ANALYZER_URL = "https://analyzer.test"
@@ -79,6 +85,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         request.getfixturevalue("postgres_server"), template=template
     ) as url:
         yield url
+
+
+@pytest.fixture
+def stoppable_postgres() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of the test's own, which it may halt and resume (the session's is
+    shared); its maintenance database is the test's to migrate."""
+    try:
+        cluster = start_cluster()
+    except RuntimeError as exc:
+        server_unavailable(f"PostgreSQL: {exc}")
+        raise
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # --- end databases

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -28,10 +27,9 @@ from tests.conftest import (
     completion,
     interview,
     scores_content,
-    server_unavailable,
     serving,
 )
-from tests.databases import Cluster, postgres_mode, start_cluster, with_database
+from tests.databases import Cluster, postgres_mode, with_database
 
 CANNOT_CONNECT = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
 
@@ -98,27 +96,13 @@ async def test_other_errors_stay_a_500_that_reveals_nothing(
     assert "a bug" not in response.text
 
 
-@pytest.fixture
-def own_cluster() -> Iterator[Cluster]:
-    """A PostgreSQL cluster this test may stop (the session's is shared)."""
-    try:
-        cluster = start_cluster()
-    except RuntimeError as exc:
-        server_unavailable(f"PostgreSQL: {exc}")
-        raise
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.mark.skipif(
     not postgres_mode(), reason="PostgreSQL pass only: SQLite has no server to stop"
 )
 async def test_postgresql_stopped_answers_503_and_stores_nothing_then_recovers(
-    own_cluster: Cluster, tmp_path: Path
+    stoppable_postgres: Cluster, tmp_path: Path
 ) -> None:
-    url = with_database(own_cluster.dsn, "postgres", driver="postgresql+asyncpg")
+    url = with_database(stoppable_postgres.dsn, "postgres", driver="postgresql+asyncpg")
     await asyncio.to_thread(upgrade, url)
     settings = Settings(
         _env_file=None,
@@ -149,12 +133,12 @@ async def test_postgresql_stopped_answers_503_and_stores_nothing_then_recovers(
             ) as client:
                 assert (await client.post("/v1/evaluations", json=interview())).status_code == 201
 
-                await asyncio.to_thread(own_cluster.halt)
+                await asyncio.to_thread(stoppable_postgres.halt)
                 down = [
                     await client.post("/v1/evaluations", json=interview()),
                     await client.get("/v1/evaluations"),
                 ]
-                await asyncio.to_thread(own_cluster.resume)
+                await asyncio.to_thread(stoppable_postgres.resume)
                 again = await client.post("/v1/evaluations", json=interview())
 
     assert [r.status_code for r in down] == [503, 503]

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.config import Settings
+from service.errors import database_unreachable
 from service.metrics import OUTBOX_FAILURES
 from service.notifications import outbox
 from service.notifications.follow_ups import EvaluationFacts, render_mail
@@ -29,6 +31,10 @@ from service.notifications.outbox import OutboxMessage
 from service.notifications.sender import DeliveryError, EmailSender
 
 log = logging.getLogger(__name__)
+
+# Recording a round's outcomes while the database is away: the first pause, doubling to the cap.
+RECORD_RETRY_FIRST_S = 0.2
+RECORD_RETRY_CAP_S = 2.0
 
 
 def _context(row: OutboxMessage) -> dict[str, object]:
@@ -77,6 +83,8 @@ class Deliverer:
         settings = self.settings
         token = str(uuid.uuid4())
         sent: list[str] = []
+        # The claim's lease, on this process's clock: what it sent may be recorded until then.
+        lease_ends = time.monotonic() + settings.email_lease_s
         try:
             async with self.sessionmaker() as session, session.begin():
                 rows = await outbox.claim(
@@ -93,7 +101,7 @@ class Deliverer:
             outcomes = await asyncio.gather(*(self._send(row, mail, sent) for row, mail in mails))
             failures = [(row, error) for row, error in outcomes if error is not None]
             # Shielded: mails that went out are recorded even when shutdown cancels us now.
-            await asyncio.shield(self._record(sent, failures, token))
+            await asyncio.shield(self._record_within(sent, failures, token, lease_ends))
             return len(rows)
         except asyncio.CancelledError:
             # Shutting down mid-send: record what went out, give the rest back rather than
@@ -143,35 +151,63 @@ class Deliverer:
         log.info("email sent", extra=_context(row))
         return row, None
 
+    async def _record_within(
+        self,
+        sent: list[str],
+        failures: list[tuple[OutboxMessage, DeliveryError]],
+        token: str,
+        lease_ends: float,
+    ) -> None:
+        """`_record`, tried again while the database cannot be reached and the lease lasts.
+
+        A mail that went out but is not marked sent is sent again once its lease expires: a
+        database that went away for a few seconds after a round's sends made every mail of
+        the round arrive twice (found by the chaos run)."""
+        pause = RECORD_RETRY_FIRST_S
+        while True:
+            try:
+                await self._record(sent, failures, token)
+                return
+            except Exception as exc:
+                if not database_unreachable(exc) or time.monotonic() + pause >= lease_ends:
+                    raise
+                log.warning("outcomes not recorded yet", extra={"error_type": type(exc).__name__})
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RECORD_RETRY_CAP_S)
+
     async def _record(
         self,
         sent: list[str],
         failures: list[tuple[OutboxMessage, DeliveryError]],
         token: str,
     ) -> None:
-        """One transaction for the outcomes of a batch."""
+        """One transaction for the outcomes of a batch; `sent` is emptied once it commits."""
         if not sent and not failures:
             return
         settings = self.settings
+        retries: list[float | None] = []
         async with self.sessionmaker() as session, session.begin():
-            marked = await outbox.mark_sent_many(session, message_ids=sent, token=token)
-            sent.clear()
+            marked = await outbox.mark_sent_many(session, message_ids=list(sent), token=token)
             for row, error in failures:
-                OUTBOX_FAILURES.inc()
-                retry = await outbox.record_failure(
-                    session,
-                    row=row,
-                    token=token,
-                    error=str(error),
-                    permanent=error.permanent,
-                    max_attempts=settings.email_max_attempts,
-                    backoff_base_s=settings.email_backoff_base_s,
-                    backoff_cap_s=settings.email_backoff_cap_s,
+                retries.append(
+                    await outbox.record_failure(
+                        session,
+                        row=row,
+                        token=token,
+                        error=str(error),
+                        permanent=error.permanent,
+                        max_attempts=settings.email_max_attempts,
+                        backoff_base_s=settings.email_backoff_base_s,
+                        backoff_cap_s=settings.email_backoff_cap_s,
+                    )
                 )
-                log.warning(
-                    "email not sent" if retry is not None else "email given up",
-                    extra={**_context(row), "error": str(error), "retry_in_s": retry},
-                )
+        sent.clear()
+        for (row, error), retry in zip(failures, retries, strict=True):
+            OUTBOX_FAILURES.inc()
+            log.warning(
+                "email not sent" if retry is not None else "email given up",
+                extra={**_context(row), "error": str(error), "retry_in_s": retry},
+            )
         if marked:
             log.debug("outbox rows recorded sent", extra={"count": marked})
 
