@@ -9,8 +9,9 @@ a mount namespace of their own (with /dev and /proc, as a runtime gives them), a
 USER, with the image's Env and WorkingDir and nothing of the host's environment. The chroot
 shares the host's network: the CMD's port is replaced by a free loopback port, and the same in
 the HEALTHCHECK's URL. Then: `migrate`, the simulators, the CMD (`serve`, which starts a worker
-beside the API), /healthz by the HEALTHCHECK's own command, a key, a scored interview, and the
-worker's mail written to the image's mail folder as the image's user.
+beside the API; were it `--no-worker`, `interview-scorer worker` would run beside it), /healthz
+by the HEALTHCHECK's own command, a key, a scored interview, and the worker's mail written to
+the image's mail folder as the image's user.
 
 SQLite pass only: the image's default database is its own SQLite file, and building the same
 image again in the PostgreSQL pass would add minutes and prove nothing more.
@@ -201,6 +202,9 @@ def test_the_image_migrates_serves_scores_and_mails_as_its_user(
             ["interview-scorer", "simulate", "--port", str(simulator), "--llm-latency", "0.1"],
         )
         background.start(image, "serve", _replace_port(image.cmd, port), **deployment)
+        if "--no-worker" in image.cmd:
+            # A deployment whose API runs without one runs the worker beside it.
+            background.start(image, "worker", ["interview-scorer", "worker"], **deployment)
 
         # The HEALTHCHECK's own command, in the image, its URL on the served port.
         assert image.healthcheck[0] == "CMD"
@@ -222,7 +226,7 @@ def test_the_image_migrates_serves_scores_and_mails_as_its_user(
             assert evaluation["model"] == "simulated"
             assert evaluation["overall_score"] is not None
 
-            # The worker that serve started beside the API delivers the mails.
+            # The worker (the one serve started beside the API) delivers the mails.
             def sent() -> bool:
                 read = client.get(f"/v1/evaluations/{evaluation['id']}").json()
                 return all(n["status"] == "sent" for n in read["notifications"])
