@@ -97,6 +97,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     if os.geteuid() != 0:
         server_unavailable("the image test runs chroot and mounts: it needs root")
     log = tmp_path_factory.mktemp("image") / "build.log"
+    # The builder stage leaves an untagged image: the ones this build adds are removed after.
+    dangling_before = set(_podman("images", "--quiet", "--filter", "dangling=true").split())
     with log.open("w") as out:
         build = subprocess.run(
             ["bash", str(ROOT / "deploy" / "build-image")],
@@ -124,6 +126,9 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
         subprocess.run(["podman", "umount", container], capture_output=True, check=False)
         subprocess.run(["podman", "rm", "--force", container], capture_output=True, check=False)
         subprocess.run(["podman", "rmi", TAG], capture_output=True, check=False)
+        dangling = set(_podman("images", "--quiet", "--filter", "dangling=true").split())
+        for leftover in dangling - dangling_before:
+            subprocess.run(["podman", "rmi", leftover], capture_output=True, check=False)
 
 
 class Background:
