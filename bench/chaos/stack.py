@@ -204,11 +204,15 @@ class Stack:
 
     async def set_upstream(self, port: int, **knobs: float) -> None:
         """Change a simulator's latencies or failure rates while it runs."""
-        body = json.dumps(knobs).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/control", data=body, method="POST"
+            f"http://127.0.0.1:{port}/control", data=json.dumps(knobs).encode(), method="POST"
         )
-        await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+
+        def post() -> None:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                response.read()
+
+        await asyncio.to_thread(post)
 
 
 def _wait_http(url: str) -> None:
