@@ -35,6 +35,15 @@ ANALYZER_URL = "https://analyzer.test"
 
 
 # --- databases: SQLite, or PostgreSQL with SCORER_TEST_DATABASE=postgresql (tests/databases.py)
+def _cluster() -> Cluster:
+    """A throwaway cluster started now, or the test skipped (failed in CI) saying why not."""
+    try:
+        return start_cluster()
+    except RuntimeError as exc:
+        server_unavailable(f"PostgreSQL: {exc}")
+        raise
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server for the session: SCORER_TEST_POSTGRES_URL, or a throwaway cluster."""
@@ -42,11 +51,7 @@ def postgres_server() -> Iterator[str]:
     if given:
         yield given
         return
-    try:
-        cluster = start_cluster()
-    except RuntimeError as exc:
-        server_unavailable(f"PostgreSQL: {exc}")
-        raise
+    cluster = _cluster()
     try:
         yield cluster.dsn
     finally:
@@ -91,11 +96,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def stoppable_postgres() -> Iterator[Cluster]:
     """A PostgreSQL cluster of the test's own, which it may halt and resume (the session's is
     shared); its maintenance database is the test's to migrate."""
-    try:
-        cluster = start_cluster()
-    except RuntimeError as exc:
-        server_unavailable(f"PostgreSQL: {exc}")
-        raise
+    cluster = _cluster()
     try:
         yield cluster
     finally:

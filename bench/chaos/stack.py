@@ -8,11 +8,11 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.processes import wait_healthy
 from service.auth.service import create_api_key
 from service.config import Settings
 from service.database import create_engine, create_sessionmaker
@@ -179,8 +179,9 @@ class Stack:
         for process in self._processes:
             process.start()
         asyncio.run(healthy(self.base_url, within_s=60))
-        for port in (self.llm_port, self.analyzer_port):
-            _wait_http(f"http://127.0.0.1:{port}/healthz")
+        for port, simulator in ((self.llm_port, self.llm), (self.analyzer_port, self.analyzer)):
+            assert simulator.child is not None
+            wait_healthy(f"http://127.0.0.1:{port}/healthz", simulator.child)
 
     def _stop_processes(self) -> None:
         for process in reversed(self._processes):
@@ -213,15 +214,3 @@ class Stack:
                 response.read()
 
         await asyncio.to_thread(post)
-
-
-def _wait_http(url: str) -> None:
-    for _ in range(300):
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
