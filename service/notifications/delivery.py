@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -83,8 +82,6 @@ class Deliverer:
         settings = self.settings
         token = str(uuid.uuid4())
         sent: list[str] = []
-        # The claim's lease, on this process's clock: what it sent may be recorded until then.
-        lease_ends = time.monotonic() + settings.email_lease_s
         try:
             async with self.sessionmaker() as session, session.begin():
                 rows = await outbox.claim(
@@ -101,7 +98,7 @@ class Deliverer:
             outcomes = await asyncio.gather(*(self._send(row, mail, sent) for row, mail in mails))
             failures = [(row, error) for row, error in outcomes if error is not None]
             # Shielded: mails that went out are recorded even when shutdown cancels us now.
-            await asyncio.shield(self._record_within(sent, failures, token, lease_ends))
+            await asyncio.shield(self._record_until_done(sent, failures, token))
             return len(rows)
         except asyncio.CancelledError:
             # Shutting down mid-send: record what went out, give the rest back rather than
@@ -151,28 +148,32 @@ class Deliverer:
         log.info("email sent", extra=_context(row))
         return row, None
 
-    async def _record_within(
+    async def _record_until_done(
         self,
         sent: list[str],
         failures: list[tuple[OutboxMessage, DeliveryError]],
         token: str,
-        lease_ends: float,
     ) -> None:
-        """`_record`, tried again while the database cannot be reached and the lease lasts.
+        """`_record`, tried again while the database cannot be reached, until it can or the
+        deliverer stops.
 
         A mail that went out but is not marked sent is sent again once its lease expires: a
-        database that went away for a few seconds after a round's sends made every mail of
-        the round arrive twice (found by the chaos run)."""
+        database that went away after a round's sends made every mail of the round arrive twice
+        (found by the chaos run). The marks are made by claim token, so they land after the
+        lease too, unless another worker has taken the rows over meanwhile (it sends them
+        again: the case left, with the same Message-IDs)."""
         pause = RECORD_RETRY_FIRST_S
         while True:
             try:
                 await self._record(sent, failures, token)
                 return
             except Exception as exc:
-                if not database_unreachable(exc) or time.monotonic() + pause >= lease_ends:
+                if not database_unreachable(exc) or self._stopping.is_set():
                     raise
                 log.warning("outcomes not recorded yet", extra={"error_type": type(exc).__name__})
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._stopping.wait()
             pause = min(pause * 2, RECORD_RETRY_CAP_S)
 
     async def _record(
