@@ -9,7 +9,8 @@ CLIENT := clients/typescript
 CLIENT_STAMP := $(CLIENT)/node_modules/.installed
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: install demo test lint format bench clean eval openapi recipe client client-deps
+.PHONY: install demo test lint format bench chaos image clean eval openapi recipe client \
+	client-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,17 @@ format: $(STAMP)
 # The throughput benchmark (docs/performance.md): a few minutes on 2 cores; BENCH_ARGS=--help.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Faults under load (docs/chaos.md): 200 requests in flight while Redis, PostgreSQL, SMTP, the
+# worker, the API and the upstreams fail in turn, on SQLite then PostgreSQL (about 10 minutes);
+# then the checks. CHAOS_ARGS=--help.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+# The container image (docs/image.md): docker or podman; PYTHON_IMAGE=bootstrap makes the base
+# from Debian's packages where no registry can be reached. IMAGE=... names the tag.
+image:
+	PYTHON_IMAGE="$(PYTHON_IMAGE)" IMAGE="$(IMAGE)" ENGINE="$(ENGINE)" bash deploy/build-image
 
 # The golden interviews against a real model: make eval LLM_BASE_URL=... [LLM_API_KEY=...]
 # [LLM_MODEL=...]; prints agreement with the expected ranges (tests/golden/run_eval.py).

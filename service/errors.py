@@ -19,9 +19,13 @@ ServiceError                      base: status, title, a stable type slug, a det
         LLMRejected               502, the LLM answered 4xx (a wrong key or model, say)
         LLMUnavailable            503 with Retry-After, rate limited or 5xx past the retries
         LLMTimeout                504, the LLM did not answer within the deadline
+    DatabaseUnavailable           503 with Retry-After, the database cannot be reached
 
-Request validation errors become 422 problems with an `errors` list naming each field; any
-unexpected exception becomes a 500 problem that reveals nothing of the request.
+Request validation errors become 422 problems with an `errors` list naming each field. The
+database driver's connection failures (PostgreSQL stopped or restarting, a connection cut,
+the pool exhausted) become DatabaseUnavailable wherever they surface: a request that could not
+reach the database stored nothing and may be sent again. Any other unexpected exception becomes
+a 500 problem that reveals nothing of the request.
 """
 
 from __future__ import annotations
@@ -238,6 +242,50 @@ class LLMTimeout(UpstreamError):
     status, title, slug = 504, "LLM timeout", "llm-timeout"
 
 
+class DatabaseUnavailable(ServiceError):
+    status, title, slug = 503, "Database unavailable", "database-unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database cannot be reached; nothing was stored. Try again shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+
+# What a client is told to wait after DatabaseUnavailable: a database restart takes seconds.
+DATABASE_RETRY_AFTER_S = 5
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached, rather than that a statement
+    failed: a refused or cut connection, a server shutting down or starting up, a pool with
+    no connection to give. SQLAlchemy wraps the driver's error (`orig`), and its asyncpg
+    adapter wraps asyncpg's (`__cause__`): the chain is followed."""
+    import asyncpg.exceptions  # type: ignore[import-untyped]
+    from sqlalchemy import exc as sa
+
+    unreachable = (
+        ConnectionError,
+        sa.TimeoutError,
+        sa.OperationalError,
+        sa.InterfaceError,
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.InterfaceError,
+    )
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, unreachable):
+            return True
+        if isinstance(link, sa.DBAPIError) and link.connection_invalidated:
+            return True
+        orig = getattr(link, "orig", None)
+        link = orig if isinstance(orig, BaseException) else link.__cause__
+    return False
+
+
 def problem_response(
     body: dict[str, Any], *, status: int, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -304,6 +352,16 @@ def _allowed_methods(request: Request) -> str:
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not database_unreachable(exc):
+        return await _unexpected_error(request, exc)
+    logger.warning("database unreachable", extra={"error_type": type(exc).__name__})
+    unavailable = DatabaseUnavailable()
+    return problem_response(
+        unavailable.problem(request.url.path), status=503, headers=unavailable.headers
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     _log_unexpected(exc)
     return problem_response(
@@ -337,9 +395,15 @@ class UnexpectedErrors:
         except Exception as exc:
             if started:
                 raise
-            _log_unexpected(exc)
-            problem = ServiceError("An unexpected error occurred.").problem(scope["path"])
-            await problem_response(problem, status=500)(scope, receive, send)
+            if database_unreachable(exc):
+                unavailable = DatabaseUnavailable()
+                problem = unavailable.problem(scope["path"])
+                response = problem_response(problem, status=503, headers=unavailable.headers)
+            else:
+                _log_unexpected(exc)
+                problem = ServiceError("An unexpected error occurred.").problem(scope["path"])
+                response = problem_response(problem, status=500)
+            await response(scope, receive, send)
 
 
 def _log_unexpected(exc: Exception) -> None:
@@ -353,6 +417,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Before the catch-all: the database's connection failures are a 503, not a 500.
+    import asyncpg.exceptions
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for kind in (
+        SQLAlchemyError,
+        ConnectionError,
+        asyncpg.exceptions.PostgresError,
+        asyncpg.exceptions.InterfaceError,
+    ):
+        app.add_exception_handler(kind, _database_error)
     # A failure outside UnexpectedErrors (in a middleware) still gets a problem.
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(UnexpectedErrors)
@@ -374,7 +449,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         "SCORER_MAX_IN_FLIGHT_PER_KEY requests running (`too-many-in-flight`); both off by "
         "default",
         502: "LLM output invalid, refused or cut off, or the LLM rejected the request",
-        503: "LLM unavailable (Retry-After)",
+        503: "LLM or database unavailable (Retry-After)",
         504: "LLM timeout",
         500: "Unexpected error",
     }
@@ -384,7 +459,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
             **_PROBLEM_HEADERS.get(s, {}),
         }
-        for s in (*statuses, 500)
+        for s in dict.fromkeys((*statuses, 503, 500))
     }
 
 

@@ -27,13 +27,28 @@ from service.main import create_app
 from service.migrate import upgrade
 from service.worker import Worker
 from tests.cache.redis_server import RedisServer, find_redis
-from tests.databases import POSTGRES_URL_ENV, fresh_postgres_database, postgres_mode, start_cluster
+from tests.databases import (
+    POSTGRES_URL_ENV,
+    Cluster,
+    fresh_postgres_database,
+    postgres_mode,
+    start_cluster,
+)
 
 LLM_BASE_URL = "https://llm.test/v1"
 ANALYZER_URL = "https://analyzer.test"
 
 
 # --- databases: SQLite, or PostgreSQL with SCORER_TEST_DATABASE=postgresql (tests/databases.py)
+def _cluster() -> Cluster:
+    """A throwaway cluster started now, or the test skipped (failed in CI) saying why not."""
+    try:
+        return start_cluster()
+    except RuntimeError as exc:
+        server_unavailable(f"PostgreSQL: {exc}")
+        raise
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server for the session: SCORER_TEST_POSTGRES_URL, or a throwaway cluster."""
@@ -41,11 +56,7 @@ def postgres_server() -> Iterator[str]:
     if given:
         yield given
         return
-    try:
-        cluster = start_cluster()
-    except RuntimeError as exc:
-        server_unavailable(f"PostgreSQL: {exc}")
-        raise
+    cluster = _cluster()
     try:
         yield cluster.dsn
     finally:
@@ -84,6 +95,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         request.getfixturevalue("postgres_server"), template=template
     ) as url:
         yield url
+
+
+@pytest.fixture
+def stoppable_postgres() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of the test's own, which it may halt and resume (the session's is
+    shared); its maintenance database is the test's to migrate."""
+    cluster = _cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # --- end databases

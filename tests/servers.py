@@ -3,7 +3,9 @@ processes show."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -159,3 +163,57 @@ def command_line(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     except OSError:
         return []
+
+
+class Process:
+    """A command of the service (`python -m service ARGV`, or another module), started, killed
+    with SIGKILL and restarted by a test or the chaos run; its output appended to `log`."""
+
+    def __init__(
+        self, argv: list[str], env: dict[str, str], log: Path, *, module: str = "service"
+    ) -> None:
+        self.argv = argv
+        self.env = env
+        self.log = log
+        self.module = module
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it (again)."""
+        with self.log.open("ab") as out:
+            self.child = subprocess.Popen(
+                [sys.executable, "-m", self.module, *self.argv],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """kill -9, and reap it."""
+        assert self.child is not None
+        self.child.send_signal(signal.SIGKILL)
+        self.child.wait()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not gone within 20 s."""
+        if self.child is not None and self.child.poll() is None:
+            self.child.terminate()
+            try:
+                self.child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+                self.child.wait()
+
+
+async def healthy(base_url: str, *, within_s: float = 30) -> None:
+    """Wait until `base_url`/healthz answers 200 (a bound, not a timing assertion)."""
+    async with asyncio.timeout(within_s), httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(f"{base_url}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from service.config import Settings
@@ -142,3 +143,92 @@ def test_env_example_shows_the_true_defaults(tmp_path: Path) -> None:
     dotenv.write_text("".join(f"{name}={value}\n" for name, value in shown.items()))
 
     assert Settings(_env_file=dotenv, llm_api_key="sk-x").model_dump() == defaults.model_dump()
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_DURATION = re.compile(r"(\d+(\.\d+)?(ms|s|m|h))+")
+_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+
+def _interpolate(value: Any, unresolved: list[str]) -> Any:
+    """Compose's ${VAR:-default} with nothing set: the defaults; a bare ${VAR} is noted."""
+    if isinstance(value, str):
+
+        def default(match: re.Match[str]) -> str:
+            if match.group(2) is None:
+                unresolved.append(match.group(1))
+                return ""
+            return match.group(2)
+
+        return _VARIABLE.sub(default, value)
+    if isinstance(value, list):
+        return [_interpolate(v, unresolved) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, unresolved) for k, v in value.items()}
+    return value
+
+
+def _our_command(argv: list[str], where: str) -> None:
+    """A command run in the service's image must be one its Python or its CLI accepts."""
+    from service.cli import build_parser
+
+    if argv[0] == "interview-scorer":
+        try:
+            build_parser().parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"{where}: `{' '.join(argv)}` is not a command of interview-scorer")
+    elif argv[0] == "python" and argv[1] == "-c":
+        compile(argv[2], where, "exec")
+    else:
+        pytest.fail(f"{where}: {argv[0]} is neither interview-scorer nor python in the image")
+
+
+def test_compose_resolves_every_image_command_healthcheck_and_dependency() -> None:
+    # What `docker compose config` would resolve (no engine runs compose here): YAML anchors
+    # and merge keys, variables with their defaults, then each service's parts.
+    unresolved: list[str] = []
+    services: dict[str, Any] = _interpolate(compose()["services"], unresolved)
+    assert unresolved == [], f"variables without a default: {unresolved}"
+    for name, service in services.items():
+        image = service.get("image")
+        assert isinstance(image, str), f"{name}: an image"
+        assert image, f"{name}: an image"
+        ours = "build" in service
+        if ours:
+            context = (COMPOSE.parent / service["build"]["context"]).resolve()
+            assert (context / service["build"].get("dockerfile", "Dockerfile")).is_file(), name
+        if "command" in service:
+            command = service["command"]
+            assert isinstance(command, list), f"{name}: the exec form"
+            assert command, f"{name}: an empty command"
+            assert all(isinstance(a, str) for a in command), name
+            if ours:
+                _our_command(command, f"{name}.command")
+        check = service.get("healthcheck", {})
+        if not check.get("disable"):
+            test = check["test"]
+            assert test[0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck {test}"
+            if ours and test[0] == "CMD":
+                _our_command(test[1:], f"{name}.healthcheck")
+            for field in ("interval", "timeout", "start_period"):
+                if field in check:
+                    assert _DURATION.fullmatch(str(check[field])), f"{name}.{field}"
+        for target, need in service.get("depends_on", {}).items():
+            assert target in services, f"{name} depends on an unknown service {target}"
+            condition = need["condition"]
+            assert condition in _CONDITIONS, f"{name} -> {target}: {condition}"
+            if condition == "service_healthy":
+                assert not services[target].get("healthcheck", {}).get("disable"), target
+                assert services[target].get("healthcheck", {}).get("test"), target
+            if condition == "service_completed_successfully":
+                assert services[target].get("restart") == "no", f"{target} is one-shot"
+    # No cycle: every service starts once what it depends on has.
+    started: set[str] = set()
+    while len(started) < len(services):
+        ready = {
+            n
+            for n, s in services.items()
+            if n not in started and set(s.get("depends_on", {})) <= started
+        }
+        assert ready, f"a dependency cycle among {set(services) - started}"
+        started |= ready

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import default
@@ -32,44 +29,9 @@ from service.database import create_engine, create_sessionmaker
 from service.devtools.simulator import SimulatorConfig, start_simulator
 from service.notifications.outbox import OutboxMessage
 from tests.conftest import interview
-from tests.servers import free_port
+from tests.servers import Process, free_port, healthy
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Process:
-    """One of the service's commands, started, killed and restarted by the test."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.argv = argv
-        self.env = env
-        self.log = log
-        self.child: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.child = subprocess.Popen(
-                [sys.executable, "-m", "service", *self.argv],
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
-
-    def kill(self) -> None:
-        assert self.child is not None
-        self.child.send_signal(signal.SIGKILL)
-        self.child.wait()
-
-    def stop(self) -> None:
-        if self.child is not None and self.child.poll() is None:
-            self.child.terminate()
-            try:
-                self.child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
 
 
 @pytest.fixture
@@ -78,17 +40,6 @@ def processes() -> Iterator[list[Process]]:
     yield started
     for process in started:
         process.stop()
-
-
-async def _healthy(base_url: str) -> None:
-    async with asyncio.timeout(30), httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(f"{base_url}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
 
 
 async def _score(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response | None:
@@ -138,7 +89,7 @@ async def test_kill_9_of_the_worker_and_the_api_loses_and_doubles_nothing(
     worker.start()
     answered: dict[str, dict[str, Any]] = {}
     try:
-        await _healthy(base_url)
+        await healthy(base_url)
         async with httpx.AsyncClient(
             base_url=base_url, headers={"X-API-Key": key}, timeout=30
         ) as client:
@@ -164,7 +115,7 @@ async def test_kill_9_of_the_worker_and_the_api_loses_and_doubles_nothing(
             api.kill()
             await in_flight
             api.start()
-            await _healthy(base_url)
+            await healthy(base_url)
             await wave("after", 40)
 
             # Everything queued is delivered within a bound (leases of the killed: 3 s).

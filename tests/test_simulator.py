@@ -449,3 +449,33 @@ async def test_without_json_schema_it_refuses_the_schema_and_answers_json_mode()
     content = completion.choices[0].message.content
     assert content is not None
     _validate(json.loads(content), SCHEMA, SCHEMA)
+
+
+async def test_control_changes_failure_rates_and_latency_while_running() -> None:
+    config = SimulatorConfig(llm_latency_s=0, analyzer_latency_s=0)
+    async with _simulator(config) as port, _llm(port) as client, httpx.AsyncClient() as http:
+        control = f"http://127.0.0.1:{port}/control"
+        assert (await _score(client, TURNS))["criteria"]
+
+        failing = await http.post(control, json={"failure_rate": 1.0})
+        assert failing.status_code == 200
+        assert failing.json()["failure_rate"] == 1.0
+        with pytest.raises(openai.InternalServerError):
+            await _score(client, TURNS)
+
+        await http.post(control, json={"failure_rate": 0, "rate_limit_rate": 1.0})
+        with pytest.raises(openai.RateLimitError):
+            await _score(client, TURNS)
+
+        await http.post(control, json={"rate_limit_rate": 0})
+        assert (await _score(client, TURNS))["criteria"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "knobs", [{"nonsense": 1}, {"failure_rate": 2}, {"llm_latency_s": -1}, {"jitter_s": "x"}]
+)
+async def test_control_refuses_what_is_not_a_knob(knobs: dict[str, Any]) -> None:
+    async with _simulator() as port, httpx.AsyncClient() as http:
+        response = await http.post(f"http://127.0.0.1:{port}/control", json=knobs)
+    assert response.status_code == 400

@@ -7,6 +7,7 @@ concurrent requests: plain aiohttp, no access log, no per-request logging.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -272,7 +273,14 @@ def generate_instance(
     return _Generator(schema, rng, context or TranscriptContext()).gen(schema, "$", "", {})
 
 
-CONFIG_KEY = web.AppKey("config", SimulatorConfig)
+@dataclass
+class LiveConfig:
+    """The simulator's knobs now: POST /control replaces them while it runs (fault drills)."""
+
+    current: SimulatorConfig
+
+
+CONFIG_KEY = web.AppKey("config", LiveConfig)
 STATS_KEY: web.AppKey[dict[str, int]] = web.AppKey("stats")
 # Failures and jitter come from their own RNG so they never disturb deterministic content.
 _NOISE_KEY = web.AppKey("noise", random.Random)
@@ -288,14 +296,14 @@ def _tokens(text: str) -> int:
 
 
 async def _delay(app: web.Application, base: float) -> None:
-    jitter = app[CONFIG_KEY].jitter_s
+    jitter = app[CONFIG_KEY].current.jitter_s
     total = base + (app[_NOISE_KEY].uniform(0, jitter) if jitter > 0 else 0.0)
     if total > 0:
         await asyncio.sleep(total)
 
 
 async def _chat(request: web.Request) -> web.Response:
-    app, cfg, stats = request.app, request.app[CONFIG_KEY], request.app[STATS_KEY]
+    app, cfg, stats = request.app, request.app[CONFIG_KEY].current, request.app[STATS_KEY]
     stats["llm_calls"] += 1
     try:
         body = json.loads(await request.read())
@@ -357,7 +365,7 @@ def _detail(status: int, message: str, retry: bool = False) -> web.Response:
 
 
 async def _analyze(request: web.Request) -> web.Response:
-    app, cfg, stats = request.app, request.app[CONFIG_KEY], request.app[STATS_KEY]
+    app, cfg, stats = request.app, request.app[CONFIG_KEY].current, request.app[STATS_KEY]
     stats["analyzer_calls"] += 1
     if cfg.analyzer_token is not None:
         expected = f"Bearer {cfg.analyzer_token}".encode()
@@ -406,10 +414,34 @@ async def _stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATS_KEY])
 
 
+_RATES = ("failure_rate", "rate_limit_rate")
+_SECONDS = ("llm_latency_s", "analyzer_latency_s", "jitter_s")
+
+
+async def _control(request: web.Request) -> web.Response:
+    """Change latencies and failure rates of the running simulator; answers the knobs now."""
+    live = request.app[CONFIG_KEY]
+    try:
+        changes = json.loads(await request.read())
+    except ValueError:
+        return _detail(400, "request body is not valid JSON")
+    if not isinstance(changes, dict):
+        return _detail(400, "expected an object of knobs")
+    for name, value in changes.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if name not in _RATES + _SECONDS or not number or value < 0:
+            return _detail(400, f"{name!r} is not a knob or not a number >= 0")
+        if name in _RATES and value > 1:
+            return _detail(400, f"{name!r} is a share in 0..1")
+    live.current = dataclasses.replace(live.current, **changes)
+    knobs = dataclasses.asdict(live.current)
+    return web.json_response({k: v for k, v in knobs.items() if k in _RATES + _SECONDS})
+
+
 def build_app(config: SimulatorConfig) -> web.Application:
     """Build the aiohttp application serving both simulated upstreams."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app[CONFIG_KEY] = config
+    app[CONFIG_KEY] = LiveConfig(config)
     app[STATS_KEY] = {"llm_calls": 0, "llm_errors": 0, "analyzer_calls": 0, "analyzer_errors": 0}
     app[_NOISE_KEY] = random.Random()
     app.router.add_post("/v1/chat/completions", _chat)
@@ -417,6 +449,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app.router.add_post("/analyze", _analyze)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/stats", _stats)
+    app.router.add_post("/control", _control)
     return app
 
 

@@ -8,7 +8,7 @@ summary carries the scores, flags and the evaluation's path.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Protocol
 
@@ -145,8 +145,10 @@ def follow_up_rows(
             "claimed_until": None,
             "claim_token": None,
             "last_error": None,
-            "created_at": now,
+            # A microsecond apart, in the order asked: reads list an evaluation's mails by
+            # creation, and must list them as its first answer did (random ids broke ties).
+            "created_at": now + timedelta(microseconds=position),
             "sent_at": None,
         }
-        for kind, recipient in wanted
+        for position, (kind, recipient) in enumerate(wanted)
     ]

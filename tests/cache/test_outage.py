@@ -11,6 +11,7 @@ import pytest
 import respx
 
 from service.cache import backend as cache_backend
+from service.config import Settings
 from tests.cache.redis_server import RedisServer
 from tests.conftest import ANALYZER_URL, LLM_BASE_URL, analysis, completion, interview
 from tests.conftest import scores_content as content
@@ -100,3 +101,23 @@ async def test_a_delete_during_an_outage_cannot_resurrect_a_cached_read(
     again = await client.post("/v1/evaluations", json=body, headers=auth)
     assert again.json()["cached"] is False
     assert llm.call_count == 2
+
+
+async def test_more_calls_at_once_than_connections_wait_their_turn_not_an_outage(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the chaos run: at 200 requests in flight redis-py's pool raised
+    # MaxConnectionsError, which the cache took for an outage.
+    backend = cache_backend.build_backend(
+        Settings(_env_file=None, redis_url=redis.url, llm_provider="simulated")
+    )
+    calls = 3 * cache_backend.REDIS_MAX_CONNECTIONS
+    try:
+        await asyncio.gather(*(backend.set(f"k{i}", b"v", 60) for i in range(calls)))
+        got = await asyncio.gather(*(backend.get(f"k{i}") for i in range(calls)))
+    finally:
+        await backend.close()
+
+    assert got == [b"v"] * calls
+    assert not backend.is_down
+    assert "cache unavailable" not in caplog.text

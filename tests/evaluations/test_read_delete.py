@@ -175,3 +175,24 @@ async def test_delete_erases_the_evaluation(
     assert await stored_count(app) == 1
     again = await client.delete(f"/v1/evaluations/{erased['id']}", headers=auth)
     assert again.status_code == 404
+
+
+async def test_a_read_lists_the_mails_in_the_order_of_the_first_answer(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    # Found by the chaos run: the mails of one evaluation were created in the same instant and
+    # read back in the order of their random ids, so a read and its 201 disagreed.
+    recruiters = [f"r{i}@example.com" for i in range(6)]
+    created = await score(client, auth, notify={"candidate": True, "recruiters": recruiters})
+
+    read = (await client.get(f"/v1/evaluations/{created['id']}", headers=auth)).json()
+    listed = (await client.get("/v1/evaluations", headers=auth)).json()["items"][0]
+
+    def order(body: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(n["to"], n["kind"]) for n in body["notifications"]]
+
+    assert order(created) == [("jane@example.com", "candidate_follow_up")] + [
+        (r, "recruiter_summary") for r in recruiters
+    ]
+    assert order(read) == order(created)
+    assert order(listed) == order(created)

@@ -14,12 +14,15 @@ import pytest
 import respx
 from fastapi import FastAPI
 
+from service.auth.service import create_api_key
 from service.config import Settings
 from service.logs import configure_logging
 from service.main import create_app
+from service.migrate import upgrade
 from service.notifications import outbox
 from service.notifications.delivery import Deliverer
 from tests.conftest import completion, interview, scores_content, serving, settle
+from tests.databases import Cluster, postgres_mode, with_database
 from tests.notifications.conftest import (
     ANALYZE,
     CHAT,
@@ -525,3 +528,50 @@ async def test_an_idempotent_replay_sends_no_new_mail(
     await settle(app)
     assert len(await outbox_rows(app)) == 2
     assert sorted(r.rcpt_tos[0] for r in smtp_server.inbox.received) == [CANDIDATE, RECRUITER]
+
+
+@pytest.mark.skipif(
+    not postgres_mode(), reason="PostgreSQL pass only: SQLite has no server to stop"
+)
+async def test_a_database_gone_between_send_and_mark_sends_no_mail_twice(
+    stoppable_postgres: Cluster,
+    scoring: respx.MockRouter,
+    smtp_server: SmtpServer,
+    settings: Settings,
+) -> None:
+    # Found by the chaos run: PostgreSQL stopped after a round's sends and before their marks;
+    # the round failed, its rows were claimed again when the lease expired and every mail of
+    # it arrived twice.
+    url = with_database(stoppable_postgres.dsn, "postgres", driver="postgresql+asyncpg")
+    await asyncio.to_thread(upgrade, url)
+    app = create_app(settings.model_copy(update={"database_url": url}))
+    # PostgreSQL goes away while the worker's mails are in the SMTP conversation, and comes back.
+    smtp_server.inbox.delay_s = 1.0
+
+    async def outage() -> None:
+        await asyncio.to_thread(smtp_server.inbox.in_data.wait)
+        await asyncio.to_thread(stoppable_postgres.halt)
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(stoppable_postgres.resume)
+
+    async with serving(app) as running:
+        async with running.state.sessionmaker() as session, session.begin():
+            _, key = await create_api_key(session, name="outage")
+        outage_task = asyncio.create_task(outage())
+        transport = httpx.ASGITransport(app=running)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post(
+                "/v1/evaluations", json=interview(), headers={"X-API-Key": key}
+            )
+        assert response.status_code == 201
+        await outage_task
+
+        async def all_sent() -> bool:
+            return all(row.status == "sent" for row in await outbox_rows(running))
+
+        await eventually(all_sent)
+        rows = await outbox_rows(running)
+
+    assert [row.status for row in rows] == ["sent", "sent"]
+    received = Counter(r.message["Message-ID"] for r in smtp_server.inbox.received)
+    assert received == Counter({row.message_id: 1 for row in rows})
