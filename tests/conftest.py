@@ -367,9 +367,15 @@ class Receiver:
     port: int = 0
     failures: list[int] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    # Set at each delivery; while `hold` is set to an unset event, the answer waits for it.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hold: asyncio.Event | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.deliveries.append(Delivery(dict(request.headers), await request.read()))
+        self.arrived.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.failures:
             return web.Response(status=self.failures.pop(0))
         return web.Response(status=204)

@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.config import Settings
-from service.errors import database_unreachable
 from service.metrics import OUTBOX_FAILURES
 from service.notifications import outbox
 from service.notifications.follow_ups import EvaluationFacts, render_mail
@@ -30,10 +29,6 @@ from service.notifications.outbox import OutboxMessage
 from service.notifications.sender import DeliveryError, EmailSender
 
 log = logging.getLogger(__name__)
-
-# Recording a round's outcomes while the database is away: the first pause, doubling to the cap.
-RECORD_RETRY_FIRST_S = 0.2
-RECORD_RETRY_CAP_S = 2.0
 
 
 def _context(row: OutboxMessage) -> dict[str, object]:
@@ -98,7 +93,11 @@ class Deliverer:
             outcomes = await asyncio.gather(*(self._send(row, mail, sent) for row, mail in mails))
             failures = [(row, error) for row, error in outcomes if error is not None]
             # Shielded: mails that went out are recorded even when shutdown cancels us now.
-            await asyncio.shield(self._record_until_done(sent, failures, token))
+            await asyncio.shield(
+                outbox.record_until_done(
+                    lambda: self._record(sent, failures, token), stopping=self._stopping
+                )
+            )
             return len(rows)
         except asyncio.CancelledError:
             # Shutting down mid-send: record what went out, give the rest back rather than
@@ -147,34 +146,6 @@ class Deliverer:
         sent.append(row.id)
         log.info("email sent", extra=_context(row))
         return row, None
-
-    async def _record_until_done(
-        self,
-        sent: list[str],
-        failures: list[tuple[OutboxMessage, DeliveryError]],
-        token: str,
-    ) -> None:
-        """`_record`, tried again while the database cannot be reached, until it can or the
-        deliverer stops.
-
-        A mail that went out but is not marked sent is sent again once its lease expires: a
-        database that went away after a round's sends made every mail of the round arrive twice
-        (found by the chaos run). The marks are made by claim token, so they land after the
-        lease too, unless another worker has taken the rows over meanwhile (it sends them
-        again: the case left, with the same Message-IDs)."""
-        pause = RECORD_RETRY_FIRST_S
-        while True:
-            try:
-                await self._record(sent, failures, token)
-                return
-            except Exception as exc:
-                if not database_unreachable(exc) or self._stopping.is_set():
-                    raise
-                log.warning("outcomes not recorded yet", extra={"error_type": type(exc).__name__})
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
-                    await self._stopping.wait()
-            pause = min(pause * 2, RECORD_RETRY_CAP_S)
 
     async def _record(
         self,

@@ -21,8 +21,11 @@ cannot recall a message already on the wire.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -44,6 +47,40 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.database import Base, UTCDateTime, new_id, utcnow
+from service.errors import database_unreachable
+
+log = logging.getLogger(__name__)
+
+# Recording outcomes while the database is away: the first pause, doubling to the cap.
+RECORD_RETRY_FIRST_S = 0.2
+RECORD_RETRY_CAP_S = 2.0
+
+
+async def record_until_done(
+    record: Callable[[], Awaitable[None]], *, stopping: asyncio.Event
+) -> None:
+    """Run `record` (the marks of what was delivered) again while the database cannot be
+    reached, until it can or `stopping` is set.
+
+    A message that went out but is not marked sent is sent again once its lease expires: a
+    database that went away after a round's sends made every mail of the round arrive twice
+    (found by the chaos run). The marks are made by claim token, so they land after the lease
+    too, unless another worker has taken the rows over meanwhile (it sends them again: the case
+    left, with the same Message-IDs)."""
+    pause = RECORD_RETRY_FIRST_S
+    while True:
+        try:
+            await record()
+            return
+        except Exception as exc:
+            if not database_unreachable(exc) or stopping.is_set():
+                raise
+            log.warning("outcomes not recorded yet", extra={"error_type": type(exc).__name__})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(pause):
+                await stopping.wait()
+        pause = min(pause * 2, RECORD_RETRY_CAP_S)
+
 
 OutboxStatus = Literal["queued", "sending", "sent", "failed", "cancelled"]
 MAX_ERROR_CHARS = 300

@@ -130,10 +130,11 @@ class WebhookDeliverer:
         self._wake = asyncio.Event()
         self._tokens: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         """Start delivering (what is due, then whenever woken or at each poll)."""
+        self._stopping.clear()
         self._loop_task = asyncio.create_task(self._loop(), name="webhook-deliverer")
 
     def wake(self) -> None:
@@ -143,7 +144,7 @@ class WebhookDeliverer:
     async def stop(self) -> None:
         """Stop after the round in flight (bounded by the send timeout), else cut it off and
         hand its rows back, their attempt uncounted."""
-        self._stopping = True
+        self._stopping.set()
         self._wake.set()
         if self._loop_task is not None:
             _, pending = await asyncio.wait(
@@ -163,7 +164,7 @@ class WebhookDeliverer:
         await self._client.aclose()
 
     async def _loop(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             self._wake.clear()
             try:
                 claimed = await self.deliver_due()
@@ -220,22 +221,32 @@ class WebhookDeliverer:
                 )
             except WebhookFailed as exc:
                 error = exc
-        async with self._sessionmaker() as session, session.begin():
-            if error is None:
-                await outbox.mark_sent(session, message_id=row.id, token=token)
-                logger.info("webhook delivered", extra=context)
-                return
-            retry = await outbox.record_failure(
-                session,
-                row=row,
-                token=token,
-                error=str(error),
-                permanent=error.permanent,
-                max_attempts=settings.webhook_max_attempts,
-                backoff_base_s=settings.webhook_backoff_base_s,
-                backoff_cap_s=settings.webhook_backoff_cap_s,
-            )
+        retry: list[float | None] = []
+
+        async def record() -> None:
+            async with self._sessionmaker() as session, session.begin():
+                if error is None:
+                    await outbox.mark_sent(session, message_id=row.id, token=token)
+                    return
+                retry[:] = [
+                    await outbox.record_failure(
+                        session,
+                        row=row,
+                        token=token,
+                        error=str(error),
+                        permanent=error.permanent,
+                        max_attempts=settings.webhook_max_attempts,
+                        backoff_base_s=settings.webhook_backoff_base_s,
+                        backoff_cap_s=settings.webhook_backoff_cap_s,
+                    )
+                ]
+
+        # A delivery the database cannot be told of would be delivered again after its lease.
+        await outbox.record_until_done(record, stopping=self._stopping)
+        if error is None:
+            logger.info("webhook delivered", extra=context)
+            return
         logger.warning(
-            "webhook not delivered" if retry is not None else "webhook given up",
-            extra={**context, "error": str(error), "retry_in_s": retry},
+            "webhook not delivered" if retry[0] is not None else "webhook given up",
+            extra={**context, "error": str(error), "retry_in_s": retry[0]},
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 import respx
@@ -13,9 +15,11 @@ from service.auth.service import create_api_key
 from service.cli import main
 from service.config import Settings
 from service.main import create_app
+from service.migrate import upgrade
 from service.notifications.outbox import OutboxMessage
 from service.webhooks.signing import signature_header, verify
 from tests.conftest import Receiver, completion, scores_content, serving, settle
+from tests.databases import Cluster, postgres_mode, with_database
 from tests.jobs.helpers import ASYNC, CHAT, eventually, numbered
 
 GOOD = completion(scores_content({"technical_depth": 4, "communication": 3}))
@@ -315,3 +319,42 @@ async def test_an_async_evaluation_sends_its_follow_up_emails_when_it_completes(
 
     await eventually(sent)
     assert len(list(settings.email_dir.glob("*.eml"))) == 2
+
+
+@pytest.mark.skipif(not postgres_mode(), reason="stops a PostgreSQL cluster: the PostgreSQL pass")
+async def test_a_database_gone_between_delivery_and_mark_delivers_no_webhook_twice(
+    stoppable_postgres: Cluster, settings: Settings, upstream: respx.MockRouter, receiver: Receiver
+) -> None:
+    """The receiver has the webhook; the database is gone before the worker can mark it sent.
+    The mark waits for the database rather than failing the round, whose row would otherwise be
+    claimed and delivered again when its lease expired."""
+    upstream.post(CHAT).mock(return_value=GOOD)
+    url = with_database(stoppable_postgres.dsn, "postgres", driver="postgresql+asyncpg")
+    await asyncio.to_thread(upgrade, url)
+    app = create_app(settings.model_copy(update={**FAST_RETRIES, "database_url": url}))
+    receiver.hold = asyncio.Event()
+    async with serving(app) as running:
+        async with running.state.sessionmaker() as session, session.begin():
+            _, key = await create_api_key(session, name="outage")
+        transport = httpx.ASGITransport(app=running)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post(
+                "/v1/evaluations",
+                json=numbered(1, callback_url=receiver.url),
+                headers={"X-API-Key": key} | ASYNC,
+            )
+        assert response.status_code == 202
+        async with asyncio.timeout(30):
+            await receiver.arrived.wait()
+        await asyncio.to_thread(stoppable_postgres.halt)
+        receiver.hold.set()  # delivered; its mark now meets no database
+        await asyncio.sleep(1.0)  # the outage's length, not a wait for an outcome
+        await asyncio.to_thread(stoppable_postgres.resume)
+
+        async def marked() -> bool:
+            rows = await webhook_rows(running)
+            return [row.status for row in rows] == ["sent"]
+
+        await eventually(marked)
+
+    assert len(receiver.deliveries) == 1
