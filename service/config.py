@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(default=30.0, gt=0)
 
     cache_ttl_s: int = Field(default=86400, ge=0)
+    # The in-process cache (no SCORER_REDIS_URL) keeps at most this much, least recently used
+    # first out (its results and cached reads, in each API process).
+    cache_memory_mb: int = Field(default=64, ge=1, le=65_536)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
@@ -33,20 +34,47 @@ READS_PREFIX = "reads"
 
 
 class MemoryBackend(InMemoryBackend):
-    """The in-process backend, with a store per instance and an atomic add.
+    """The in-process backend: a store per instance, an atomic add, and a bound on its size.
 
     fastapi-cache2 keeps InMemoryBackend's store and lock on the class, so two apps (or two
-    tests) in one process would share entries; and `expire=None` there means "expire now".
+    tests) in one process would share entries; `expire=None` there means "expire now"; and its
+    store only ever grows (an entry goes when it is read after its expiry): every distinct
+    interview's result stayed for SCORER_CACHE_TTL_S, a day. Here the entries are kept within
+    `max_bytes` (keys and values), the least recently used going first.
     """
 
-    def __init__(self) -> None:
-        self._store: dict[str, Value] = {}
+    def __init__(self, *, max_bytes: int) -> None:
+        self._store: OrderedDict[str, Value] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def _get(self, key: str) -> Value | None:
+        value = self._store.get(key)
+        if value is None:
+            return None
+        if value.ttl_ts < self._now:
+            self._drop(key)
+            return None
+        self._store.move_to_end(key)
+        return value
+
+    def _put(self, key: str, value: Value) -> None:
+        self._drop(key)
+        self._store[key] = value
+        self._bytes += len(key) + len(value.data)
+        while self._bytes > self._max_bytes and self._store:
+            self._drop(next(iter(self._store)))
+
+    def _drop(self, key: str) -> None:
+        value = self._store.pop(key, None)
+        if value is not None:
+            self._bytes -= len(key) + len(value.data)
 
     async def set(self, key: str, value: bytes, expire: int | None = None) -> None:
         """Store `value` for `expire` seconds (for good when None)."""
         async with self._lock:
-            self._store[key] = Value(value, self._now + (expire or _FOREVER_S))
+            self._put(key, Value(value, self._now + (expire or _FOREVER_S)))
 
     async def clear(self, namespace: str | None = None, key: str | None = None) -> int:
         """Remove one key, or every key starting with `namespace`; how many went."""
@@ -54,9 +82,9 @@ class MemoryBackend(InMemoryBackend):
             if namespace:
                 doomed = [k for k in self._store if k.startswith(namespace)]
             else:
-                doomed = [key] if key in self._store else []
+                doomed = [key] if key is not None and key in self._store else []
             for k in doomed:
-                del self._store[k]
+                self._drop(k)
             return len(doomed)
 
     async def add(self, key: str, value: bytes, expire: int) -> bool:
@@ -64,7 +92,7 @@ class MemoryBackend(InMemoryBackend):
         async with self._lock:
             if self._get(key) is not None:
                 return False
-            self._store[key] = Value(value, self._now + expire)
+            self._put(key, Value(value, self._now + expire))
             return True
 
 
@@ -75,10 +103,12 @@ class ResilientBackend(Backend):
     time, so an outage costs no connect per request. The first success logs the recovery.
     """
 
-    def __init__(self, *, redis: Redis | None, ttl_s: int) -> None:
+    def __init__(self, *, redis: Redis | None, ttl_s: int, memory_bytes: int = 64 << 20) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
-        self._inner: Backend = RedisBackend(redis) if redis is not None else MemoryBackend()
+        self._inner: Backend = (
+            RedisBackend(redis) if redis is not None else MemoryBackend(max_bytes=memory_bytes)
+        )
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._lost_invalidation = False
@@ -259,7 +289,9 @@ async def _scan_delete(redis: Redis, pattern: str) -> None:
 def build_backend(settings: Settings) -> ResilientBackend:
     """Redis when SCORER_REDIS_URL is set, the in-process store otherwise."""
     if not settings.redis_url:
-        return ResilientBackend(redis=None, ttl_s=settings.cache_ttl_s)
+        return ResilientBackend(
+            redis=None, ttl_s=settings.cache_ttl_s, memory_bytes=settings.cache_memory_mb << 20
+        )
     # A caller beyond the pool's connections waits for one (a Redis call takes well under a
     # millisecond) instead of failing: redis-py's default pool raises at 100 in use, and under
     # 200 requests in flight that read as an outage: every request went uncached for a second
