@@ -137,10 +137,14 @@ class Worker:
         if self.settings.worker_heartbeat_file is not None:
             # The heartbeat says the database was reached lately, however long the poll.
             poll_s = min(poll_s, Heartbeat.MAX_SILENCE_S)
+        first = True
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll_s):
-                    await self._wake.wait()
+            if not first:
+                # The first look is at once: the heartbeat is there as soon as the database is.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll_s):
+                        await self._wake.wait()
+            first = False
             self._wake.clear()
             try:
                 async with self._sessionmaker() as session:

@@ -122,6 +122,8 @@ async def test_serve_starts_a_worker_and_restarts_it_when_it_dies(
         assert _niceness(first) == _niceness(served.process.pid) + 10
         await _score(served.base_url, api_key)
         await _until(lambda: _mails(tmp_path) == 2)
+        # The mail may go out in the worker's first round, before its watcher's first beat.
+        await _until((tmp_path / "worker.alive").exists)
         assert _check(env).returncode == 0
 
         os.kill(first, signal.SIGKILL)
