@@ -48,19 +48,25 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass
 class MemorySampler:
-    """Samples a process's RSS in a thread until stopped; keeps the peak."""
+    """Samples the RSS of a server's API processes in a thread until stopped; keeps the peak of
+    the largest (with `--workers 2` the server's own process only supervises its two)."""
 
     pid: int
     interval_s: float = 0.02
     peak_mb: float = 0.0
+    _pids: list[int] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> MemorySampler:
-        self.peak_mb = rss_mb(self.pid)
+        self._pids = process_tree(self.pid)[0]
+        self.peak_mb = self._largest()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
+
+    def _largest(self) -> float:
+        return max(rss_mb(pid) for pid in self._pids)
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
@@ -69,7 +75,7 @@ class MemorySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak_mb = max(self.peak_mb, rss_mb(self.pid))
+            self.peak_mb = max(self.peak_mb, self._largest())
 
 
 class Processes:

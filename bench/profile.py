@@ -9,29 +9,39 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-# The first rule whose marker is in a sample's stack names its cost; the order matters.
+# A sample's cost is named by its innermost frame that one of these markers is in (looked for
+# in this order within a frame): the code that was running, not the feature that called it. A
+# JSON encoder called by the openai SDK counts as "JSON", one called by the writer as "JSON" too.
 RULES = (
-    ("emails: outbox, delivery (claim, render, send, mark) and its DB writes", "notifications/"),
-    ("LLM: reading, normalizing and validating the answer", "llm/replies"),
-    ("API-key lookup (session, ORM select)", "require_scope"),
-    ("API-key lookup (session, ORM select)", "find_active_key"),
-    ("database: evaluation insert and commit", "Session.flush"),
-    ("database: evaluation insert and commit", "Session.commit"),
-    ("database: evaluation insert and commit", "get_session"),
-    ("database: session close", "Session.close"),
-    ("database: API-key select (greenlet)", "Session.scalar"),
-    ("LLM: openai SDK and HTTP call", "AsyncCompletions.create"),
-    ("analyzer: HTTP call", "PortfolioAnalyzer.analyze"),
-    ("evaluations code: prompt, combination, row, API view", "service/evaluations/"),
-    ("FastAPI: dependencies", "solve_dependencies"),
-    ("FastAPI: body parsing and validation", "request_body_to_args"),
-    ("FastAPI: body parsing and validation", "Request.body"),
-    ("FastAPI: response serialisation", "serialize_response"),
-    ("HTTP client (aiohttp)", "aiohttp/"),
-    ("uvicorn: HTTP protocol", "uvicorn/protocols"),
-    ("event loop", "asyncio/"),
-    ("event loop", "uvloop"),
+    ("our code: grouped writes (writer, its commit thread)", "service/writer"),
+    ("our code: evaluations (canonical form, prompt, combination, answer bytes)", "evaluations/"),
+    ("our code: LLM client and reply checks", "service/llm/"),
+    ("our code: LLM client and reply checks", "llm/"),
+    ("our code: analyzer client", "portfolio/"),
+    ("our code: key check, limits, cache, middleware, metrics, logs", "service/"),
+    ("JSON encode and decode", "json/"),
+    ("pydantic validation and serialisation", "pydantic"),
+    ("SQLAlchemy and aiosqlite (the writer's inserts, the key cache's misses)", "sqlalchemy/"),
+    ("SQLAlchemy and aiosqlite (the writer's inserts, the key cache's misses)", "aiosqlite/"),
+    ("openai SDK (request options, retries, response)", "openai/"),
+    ("httpx request and response models (under the SDK)", "httpx"),
+    ("HTTP client (aiohttp)", "aiohttp"),
+    ("uvicorn: HTTP protocol", "uvicorn/"),
+    ("Starlette and FastAPI routing", "starlette/"),
+    ("Starlette and FastAPI routing", "fastapi/"),
+    ("event loop and tasks", "asyncio/"),
+    ("event loop and tasks", "uvloop"),
 )
+
+
+def _cost(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        # "function (path:line)": the path names the part.
+        where = frame.rpartition("(")[2]
+        for name, marker in RULES:
+            if marker in where:
+                return name
+    return "other (standard library, GC, start-up)"
 
 
 def breakdown(path: Path) -> list[tuple[str, float]]:
@@ -44,8 +54,7 @@ def breakdown(path: Path) -> list[tuple[str, float]]:
             continue
         samples = int(count)
         total += samples
-        name = next((name for name, marker in RULES if marker in stack), "other")
-        costs[name] += samples
+        costs[_cost(stack.split(";"))] += samples
     return [(name, samples / max(total, 1)) for name, samples in costs.most_common()]
 
 

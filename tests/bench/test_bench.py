@@ -176,15 +176,20 @@ def test_report_writes_table_json_and_chart(tmp_path: Path) -> None:
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_profile_breakdown_names_the_costs(tmp_path: Path) -> None:
+def test_profile_breakdown_names_the_innermost_known_part(tmp_path: Path) -> None:
     stacks = tmp_path / "profile.txt"
     stacks.write_text(
-        "main (a.py:1);LLMClient.score (service/llm/client.py:9);"
-        "AsyncCompletions.create (openai/x.py:1) 3\n"
-        "main (a.py:1);Session.flush (sqlalchemy/orm/session.py:1) 1\n"
+        # The SDK's request models under our LLM client: the innermost known part is httpx.
+        "main (a.py:1);LLMClient._call (service/llm/client.py:9);"
+        "AsyncAPIClient.post (openai/_base_client.py:1);Request.__init__ (httpx/_models.py:1) 2\n"
+        # The standard library's hashing under the canonical form counts as our code.
+        "main (a.py:1);Interview.result_key (service/evaluations/canonical.py:3);"
+        "_hashlib.openssl_sha256 (<frozen _hashlib>:1) 1\n"
+        "main (a.py:1);GroupWriter._commit_sync (service/writer.py:5) 1\n"
     )
 
     assert profile.breakdown(stacks) == [
-        ("LLM: openai SDK and HTTP call", 0.75),
-        ("database: evaluation insert and commit", 0.25),
+        ("httpx request and response models (under the SDK)", 0.5),
+        ("our code: evaluations (canonical form, prompt, combination, answer bytes)", 0.25),
+        ("our code: grouped writes (writer, its commit thread)", 0.25),
     ]
