@@ -7,16 +7,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.auth.limits import KeyLimits
 from service.auth.models import ApiKey
 from service.auth.service import find_active_key_by_hash, hash_key
 from service.errors import AuthenticationError, PermissionDenied
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 

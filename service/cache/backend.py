@@ -7,17 +7,17 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from fastapi_cache.backends.inmemory import InMemoryBackend, Value
-from fastapi_cache.backends.redis import RedisBackend
 from fastapi_cache.types import Backend
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from service.config import Settings
+
+if TYPE_CHECKING:
+    # redis-py, and fastapi-cache2's backends package (which imports it), are loaded only
+    # where SCORER_REDIS_URL is set: 8 MB of every process's memory otherwise.
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +33,22 @@ REDIS_MAX_CONNECTIONS = 100
 READS_PREFIX = "reads"
 
 
-class MemoryBackend(InMemoryBackend):
+@dataclass(slots=True)
+class Value:
+    """A stored entry: its bytes and when it expires (epoch seconds)."""
+
+    data: bytes
+    ttl_ts: int
+
+
+class MemoryBackend(Backend):
     """The in-process backend: a store per instance, an atomic add, and a bound on its size.
 
-    fastapi-cache2 keeps InMemoryBackend's store and lock on the class, so two apps (or two
-    tests) in one process would share entries; `expire=None` there means "expire now"; and its
-    store only ever grows (an entry goes when it is read after its expiry): every distinct
-    interview's result stayed for SCORER_CACHE_TTL_S, a day. Here the entries are kept within
-    `max_bytes` (keys and values), the least recently used going first.
+    In place of fastapi-cache2's InMemoryBackend, which keeps its store and lock on the class,
+    so two apps (or two tests) in one process would share entries; takes `expire=None` for
+    "expire now"; and only ever grows (an entry goes when it is read after its expiry): every
+    distinct interview's result stayed for SCORER_CACHE_TTL_S, a day. Here the entries are kept
+    within `max_bytes` (keys and values), the least recently used going first.
     """
 
     def __init__(self, *, max_bytes: int) -> None:
@@ -48,6 +56,22 @@ class MemoryBackend(InMemoryBackend):
         self._lock = asyncio.Lock()
         self._max_bytes = max_bytes
         self._bytes = 0
+
+    @property
+    def _now(self) -> int:
+        return int(time.time())
+
+    async def get_with_ttl(self, key: str) -> tuple[int, bytes | None]:
+        """The seconds `key` has left and its value; (0, None) when absent or expired."""
+        async with self._lock:
+            value = self._get(key)
+            return (value.ttl_ts - self._now, value.data) if value is not None else (0, None)
+
+    async def get(self, key: str) -> bytes | None:
+        """The value of `key`, None when absent or expired."""
+        async with self._lock:
+            value = self._get(key)
+            return value.data if value is not None else None
 
     def _get(self, key: str) -> Value | None:
         value = self._store.get(key)
@@ -106,9 +130,17 @@ class ResilientBackend(Backend):
     def __init__(self, *, redis: Redis | None, ttl_s: int, memory_bytes: int = 64 << 20) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
-        self._inner: Backend = (
-            RedisBackend(redis) if redis is not None else MemoryBackend(max_bytes=memory_bytes)
-        )
+        self._inner: Backend
+        # What a failing Redis raises; the in-process store raises none of them.
+        self._failures: tuple[type[Exception], ...] = (OSError, TimeoutError)
+        if redis is None:
+            self._inner = MemoryBackend(max_bytes=memory_bytes)
+        else:
+            from fastapi_cache.backends.redis import RedisBackend
+            from redis.exceptions import RedisError
+
+            self._inner = RedisBackend(redis)
+            self._failures = (RedisError, OSError, TimeoutError)
         self._down_since: float | None = None
         self._retry_at = 0.0
         self._lost_invalidation = False
@@ -131,7 +163,7 @@ class ResilientBackend(Backend):
             return default
         try:
             return await op()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             self._failed(exc, lost_invalidation=writes)
             return default
 
@@ -142,7 +174,7 @@ class ResilientBackend(Backend):
             return False
         try:
             await _ping(self.redis)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             self._failed(exc, lost_invalidation=False)
             return False
         await self._recovered()
@@ -296,6 +328,10 @@ def build_backend(settings: Settings) -> ResilientBackend:
     # millisecond) instead of failing: redis-py's default pool raises at 100 in use, and under
     # 200 requests in flight that read as an outage: every request went uncached for a second
     # and /readyz said degraded, with Redis idle (found by the chaos run).
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=REDIS_MAX_CONNECTIONS,
