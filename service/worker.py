@@ -137,14 +137,12 @@ class Worker:
         if self.settings.worker_heartbeat_file is not None:
             # The heartbeat says the database was reached lately, however long the poll.
             poll_s = min(poll_s, Heartbeat.MAX_SILENCE_S)
-        first = True
+        # The first look is at once: the heartbeat is there as soon as the database is.
+        self._wake.set()
         while not self._stopping:
-            if not first:
-                # The first look is at once: the heartbeat is there as soon as the database is.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll_s):
-                        await self._wake.wait()
-            first = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 async with self._sessionmaker() as session:
