@@ -87,10 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The API process only answers: mail, webhooks and background scoring are the
         # worker's (service/worker.py), which finds the rows this process writes.
         app.state.context = context
-        app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
-        app.state.http_client = http_client
         app.state.cache = cache
         app.state.scorer = scorer
         app.state.llm = llm
